@@ -1,0 +1,128 @@
+// Package sse reads Server-Sent Events as upstreams send them: "\n", "\r\n" or "\r"
+// line endings, ":" comment lines, "event:" names and multi-line "data:".
+package sse
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+)
+
+// ErrEventTooLarge is returned when one event exceeds the reader's limit.
+var ErrEventTooLarge = errors.New("sse: event too large")
+
+// Event is one dispatched event. Its slices are valid until the next call to Next.
+type Event struct {
+	Name []byte // "event:" field, nil when absent
+	Data []byte // "data:" lines joined by "\n"
+}
+
+// Reader is a pull parser over an SSE body. It allocates only while its buffers grow.
+type Reader struct {
+	br      *bufio.Reader
+	max     int
+	name    []byte
+	data    []byte
+	hasData bool
+	skipLF  bool // the previous line ended with a lone '\r': a following '\n' belongs to it
+	line    []byte
+}
+
+// NewReader reads events from r; maxEvent bounds the size of one event (0 = 1 MiB).
+func NewReader(r io.Reader, maxEvent int) *Reader {
+	if maxEvent <= 0 {
+		maxEvent = 1 << 20
+	}
+	return &Reader{br: bufio.NewReaderSize(r, 16<<10), max: maxEvent}
+}
+
+// Next returns the next event with data. Events with no data line are skipped, as
+// the SSE spec says. At the end of input it returns io.EOF; a last event that was
+// not terminated by a blank line is still returned first.
+func (r *Reader) Next() (Event, error) {
+	r.name = r.name[:0]
+	r.data = r.data[:0]
+	r.hasData = false
+	hasName := false
+	for {
+		line, err := r.readLine()
+		if err != nil {
+			if err == io.EOF && r.hasData {
+				return r.event(hasName), nil
+			}
+			return Event{}, err
+		}
+		if len(line) == 0 {
+			if r.hasData {
+				return r.event(hasName), nil
+			}
+			r.name = r.name[:0]
+			hasName = false
+			continue
+		}
+		if line[0] == ':' {
+			continue
+		}
+		field, value := line, []byte(nil)
+		if i := bytes.IndexByte(line, ':'); i >= 0 {
+			field, value = line[:i], line[i+1:]
+			if len(value) > 0 && value[0] == ' ' {
+				value = value[1:]
+			}
+		}
+		switch string(field) {
+		case "data":
+			if r.hasData {
+				r.data = append(r.data, '\n')
+			}
+			r.data = append(r.data, value...)
+			r.hasData = true
+			if len(r.data) > r.max {
+				return Event{}, ErrEventTooLarge
+			}
+		case "event":
+			r.name = append(r.name[:0], value...)
+			hasName = true
+		}
+	}
+}
+
+func (r *Reader) event(hasName bool) Event {
+	ev := Event{Data: r.data}
+	if hasName {
+		ev.Name = r.name
+	}
+	return ev
+}
+
+// readLine returns one line without its terminator. The slice is valid until the next call.
+func (r *Reader) readLine() ([]byte, error) {
+	r.line = r.line[:0]
+	for {
+		b, err := r.br.ReadByte()
+		if err != nil {
+			if err == io.EOF && len(r.line) > 0 {
+				return r.line, nil
+			}
+			return nil, err
+		}
+		if r.skipLF {
+			r.skipLF = false
+			if b == '\n' {
+				continue
+			}
+		}
+		switch b {
+		case '\n':
+			return r.line, nil
+		case '\r':
+			r.skipLF = true
+			return r.line, nil
+		}
+		r.line = append(r.line, b)
+		if len(r.line) > r.max {
+			return nil, ErrEventTooLarge
+		}
+	}
+}
