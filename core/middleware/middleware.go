@@ -1,0 +1,225 @@
+// Package middleware holds the request-scoped decorators every route shares:
+// panic recovery, request ids, and the access log with its per-request record.
+package middleware
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ralf-gateway/ralf/core/apierr"
+)
+
+// Info is what a handler reports about one request for the access log and metrics.
+// It is allocated once per request by AccessLog and filled by the handlers.
+type Info struct {
+	RequestID    string
+	Start        time.Time
+	Provider     string
+	Attempts     int
+	TTFB         time.Duration
+	UpstreamWait time.Duration // time spent waiting on upstreams (excluded from gateway overhead)
+	TokensIn     int
+	TokensOut    int
+	Client       string // client key name, never the key
+	Err          string
+	Outcome      string // "ok", "error", "rejected", "cancelled"; derived from the status when empty
+	Chat         bool   // a chat request (counted in the request metrics)
+}
+
+type infoKey struct{}
+
+// InfoFrom returns the request's Info (a throwaway one if AccessLog is not installed).
+func InfoFrom(ctx context.Context) *Info {
+	if in, ok := ctx.Value(infoKey{}).(*Info); ok {
+		return in
+	}
+	return &Info{}
+}
+
+var infoPool = sync.Pool{New: func() any { return new(Info) }}
+
+// Recorder receives the finished request (metrics).
+type Recorder func(in *Info, status int, dur time.Duration)
+
+// ResponseWriter records the status and bytes written; it implements Unwrap so
+// http.ResponseController can flush through it, and Flush for older callers.
+type ResponseWriter struct {
+	http.ResponseWriter
+	Status  int
+	Written int64
+}
+
+// WriteHeader records the status.
+func (w *ResponseWriter) WriteHeader(code int) {
+	if w.Status == 0 {
+		w.Status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Write records that the header went out.
+func (w *ResponseWriter) Write(b []byte) (int, error) {
+	if w.Status == 0 {
+		w.Status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.Written += int64(n)
+	return n, err
+}
+
+// Flush sends buffered data to the client.
+func (w *ResponseWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		if w.Status == 0 {
+			w.Status = http.StatusOK
+		}
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *ResponseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Recover turns a panic into a 500 JSON error and a log line (the panic value only:
+// no stack trace reaches a client or a log line).
+func Recover(log *zap.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if v := recover(); v != nil {
+					if v == http.ErrAbortHandler {
+						panic(v)
+					}
+					log.Error("panic in handler", zap.String("request_id", InfoFrom(r.Context()).RequestID),
+						zap.String("path", r.URL.Path), zap.Any("panic", v))
+					if rw, ok := w.(*ResponseWriter); !ok || rw.Status == 0 {
+						apierr.Write(w, r, http.StatusInternalServerError, "Internal server error")
+					}
+				}
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// validRequestID accepts ids a client may send: 1-128 chars of [A-Za-z0-9._:-].
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// NewRequestID returns a random 16-byte hex id.
+func NewRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// AccessLog assigns the request id (keeping a well-formed incoming X-Request-Id),
+// sets X-Request-Id on the response, and writes one log line per request with the
+// fields of the SPEC. It never logs message content or keys.
+func AccessLog(log *zap.Logger, rec Recorder) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in := infoPool.Get().(*Info)
+			*in = Info{Start: time.Now()}
+			if id := r.Header.Get("X-Request-Id"); validRequestID(id) {
+				in.RequestID = id
+			} else {
+				in.RequestID = NewRequestID()
+			}
+			w.Header().Set("X-Request-Id", in.RequestID)
+			rw := &ResponseWriter{ResponseWriter: w}
+			r = r.WithContext(context.WithValue(r.Context(), infoKey{}, in))
+			defer func() {
+				dur := time.Since(in.Start)
+				status := rw.Status
+				if status == 0 {
+					status = http.StatusOK
+				}
+				if in.Outcome == "" {
+					in.Outcome = outcomeOf(status)
+				}
+				if rec != nil {
+					rec(in, status, dur)
+				}
+				lvl := zap.InfoLevel
+				if status >= 500 {
+					lvl = zap.WarnLevel
+				}
+				if ce := log.Check(lvl, "request"); ce != nil {
+					fields := make([]zap.Field, 0, 14)
+					fields = append(fields,
+						zap.String("request_id", in.RequestID),
+						zap.String("method", r.Method),
+						zap.String("path", r.URL.Path),
+						zap.Int("status", status),
+						zap.Float64("duration_ms", ms(dur)),
+					)
+					if in.Provider != "" {
+						fields = append(fields, zap.String("provider", in.Provider))
+					}
+					if in.Attempts > 0 {
+						fields = append(fields, zap.Int("attempts", in.Attempts))
+					}
+					if in.TTFB > 0 {
+						fields = append(fields, zap.Float64("ttfb_ms", ms(in.TTFB)))
+					}
+					if in.TokensIn > 0 || in.TokensOut > 0 {
+						fields = append(fields, zap.Int("tokens_in", in.TokensIn), zap.Int("tokens_out", in.TokensOut))
+					}
+					if in.Client != "" {
+						fields = append(fields, zap.String("client", in.Client))
+					}
+					if in.Outcome != "ok" {
+						fields = append(fields, zap.String("outcome", in.Outcome))
+					}
+					if in.Err != "" {
+						fields = append(fields, zap.String("error", in.Err))
+					}
+					ce.Write(fields...)
+				}
+				infoPool.Put(in)
+			}()
+			next.ServeHTTP(rw, r)
+		})
+	}
+}
+
+func outcomeOf(status int) string {
+	switch {
+	case status < 400:
+		return "ok"
+	case status == 499:
+		return "cancelled"
+	case status < 500:
+		return "rejected"
+	}
+	return "error"
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// Chain applies middleware so that the first one listed is the outermost.
+func Chain(h http.Handler, mws ...func(http.Handler) http.Handler) http.Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		if mws[i] != nil {
+			h = mws[i](h)
+		}
+	}
+	return h
+}
