@@ -97,32 +97,40 @@ func (r *Reader) event(hasName bool) Event {
 }
 
 // readLine returns one line without its terminator. The slice is valid until the next call.
+// It scans whole buffered runs at a time rather than byte by byte.
 func (r *Reader) readLine() ([]byte, error) {
 	r.line = r.line[:0]
 	for {
-		b, err := r.br.ReadByte()
-		if err != nil {
-			if err == io.EOF && len(r.line) > 0 {
-				return r.line, nil
+		if r.br.Buffered() == 0 {
+			if _, err := r.br.Peek(1); err != nil {
+				if err == io.EOF && len(r.line) > 0 {
+					return r.line, nil
+				}
+				return nil, err
 			}
-			return nil, err
 		}
+		buf, _ := r.br.Peek(r.br.Buffered())
 		if r.skipLF {
 			r.skipLF = false
-			if b == '\n' {
+			if buf[0] == '\n' {
+				_, _ = r.br.Discard(1)
 				continue
 			}
 		}
-		switch b {
-		case '\n':
-			return r.line, nil
-		case '\r':
-			r.skipLF = true
-			return r.line, nil
+		i := 0
+		for i < len(buf) && buf[i] != '\n' && buf[i] != '\r' {
+			i++
 		}
-		r.line = append(r.line, b)
-		if len(r.line) > r.max {
+		if len(r.line)+i > r.max {
 			return nil, ErrEventTooLarge
 		}
+		r.line = append(r.line, buf[:i]...)
+		if i == len(buf) {
+			_, _ = r.br.Discard(i)
+			continue
+		}
+		r.skipLF = buf[i] == '\r'
+		_, _ = r.br.Discard(i + 1)
+		return r.line, nil
 	}
 }
