@@ -417,6 +417,9 @@ func (m *Metrics) SetProviders(states []ProviderState) {
 	old := m.providers.Load()
 	next := &providerSet{byName: make(map[string]*providerStats, len(states)), closed: true}
 	for _, s := range states {
+		if s.Name == "" {
+			continue
+		}
 		p := old.byName[s.Name]
 		if p == nil {
 			p = next.byName[s.Name] // a duplicate name in states
