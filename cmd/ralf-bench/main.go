@@ -1,0 +1,459 @@
+// Command ralf-bench is ralf's load benchmark. It starts the mock upstream in its own
+// process and ralf as a child process, pins ralf to one core and itself to the other
+// (when the machine has two or more), then drives streaming requests at fixed
+// concurrency or fixed rate, directly against the mock and through ralf in the same
+// run, and prints throughput, time to first byte and total time percentiles, errors,
+// ralf's CPU time per request and peak RSS, with gateway/direct ratios.
+//
+//	go run ./cmd/ralf-bench                  # the standard table
+//	go run ./cmd/ralf-bench -duration 30s -concurrency 1,16,64 -rate 1000 -auth
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ralf-gateway/ralf/core/mock"
+)
+
+type options struct {
+	duration    time.Duration
+	warmup      time.Duration
+	concurrency []int
+	rate        int
+	chunks      int
+	auth        bool
+	bin         string
+	path        string
+	soak        time.Duration
+}
+
+func main() {
+	var o options
+	var conc string
+	flag.DurationVar(&o.duration, "duration", 8*time.Second, "measured time per scenario")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured warm-up per scenario")
+	flag.StringVar(&conc, "concurrency", "1,16,64", "fixed-concurrency scenarios (comma-separated)")
+	flag.IntVar(&o.rate, "rate", 1000, "fixed-rate scenario in requests/s (0 = skip)")
+	flag.IntVar(&o.chunks, "chunks", 20, "content chunks per streamed answer")
+	flag.BoolVar(&o.auth, "auth", false, "run ralf with auth and rate limiting on (a client key, a limit that is never reached)")
+	flag.StringVar(&o.bin, "ralf", "", "ralf binary to test (default: go build ./cmd/ralf into a temp dir)")
+	flag.StringVar(&o.path, "path", "/v1/chat/completions", "endpoint: /v1/chat/completions or /chat")
+	flag.DurationVar(&o.soak, "soak", 0, "instead of the table: run a soak at -rate for this long, sampling ralf's RSS and goroutines")
+	flag.Parse()
+	for _, s := range strings.Split(conc, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
+			o.concurrency = append(o.concurrency, n)
+		}
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "ralf-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	ncpu := runtime.NumCPU()
+	// ralf gets core 0, this process (load generator + mock) the others.
+	if ncpu >= 2 {
+		var set unix.CPUSet
+		for c := 1; c < ncpu; c++ {
+			set.Set(c)
+		}
+		_ = unix.SchedSetaffinity(0, &set)
+	}
+	mk, err := mock.Start(mock.Options{Chunks: o.chunks})
+	if err != nil {
+		return err
+	}
+	defer mk.Close()
+
+	bin := o.bin
+	if bin == "" {
+		dir, err := os.MkdirTemp("", "ralf-bench")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		bin = filepath.Join(dir, "ralf")
+		fmt.Fprintln(os.Stderr, "building ralf ...")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/ralf")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go build: %w", err)
+		}
+	}
+	g, err := startGateway(bin, mk.URL(), o, ncpu >= 2)
+	if err != nil {
+		return err
+	}
+	defer g.stop()
+
+	key := ""
+	if o.auth {
+		key = benchKey
+	}
+	direct := target{name: "direct to mock", url: mk.URL() + "/v1/chat/completions", openai: true}
+	via := target{name: "through ralf", url: g.url + o.path, key: key, openai: o.path != "/chat"}
+
+	fmt.Printf("ralf-bench: %d-chunk streams, %s per scenario, GOMAXPROCS=%d, %d CPUs, ralf pinned to core 0: %v, auth+rate limit: %v, endpoint %s\n\n",
+		o.chunks, o.duration, runtime.GOMAXPROCS(0), ncpu, ncpu >= 2, o.auth, o.path)
+	if o.soak > 0 {
+		return soak(o, via, g)
+	}
+	fmt.Printf("%-28s %10s %9s %9s %9s %9s %9s %9s %7s %10s %9s\n", "scenario", "req/s", "ttfb p50", "ttfb p90", "ttfb p99", "tot p50", "tot p90", "tot p99", "errors", "cpu/req", "peak RSS")
+	var scenarios []scenario
+	for _, c := range o.concurrency {
+		scenarios = append(scenarios, scenario{concurrency: c})
+	}
+	if o.rate > 0 {
+		scenarios = append(scenarios, scenario{rate: o.rate})
+	}
+	for _, sc := range scenarios {
+		d := drive(direct, sc, o)
+		cpu0 := g.cpu()
+		v := drive(via, sc, o)
+		cpu := g.cpu() - cpu0
+		d.print("direct  " + sc.String())
+		v.cpuPerReq = time.Duration(0)
+		if v.ok > 0 {
+			v.cpuPerReq = cpu / time.Duration(v.ok+v.errors)
+		}
+		v.rss = g.peakRSS()
+		v.print("ralf    " + sc.String())
+		fmt.Printf("%-28s %9.1f%% %+8.2fms %+8.2fms %+8.2fms\n\n", "  ralf vs direct", 100*v.rps/d.rps,
+			ms(v.ttfb.p(50)-d.ttfb.p(50)), ms(v.ttfb.p(90)-d.ttfb.p(90)), ms(v.ttfb.p(99)-d.ttfb.p(99)))
+	}
+	return nil
+}
+
+const benchKey = "sk_bench_0123456789abcdef0123456789abcdef"
+
+type gateway struct {
+	cmd *exec.Cmd
+	url string
+	dir string
+}
+
+func startGateway(bin, mockURL string, o options, pin bool) (*gateway, error) {
+	dir, err := os.MkdirTemp("", "ralf-bench-gw")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	auth := "auth: {enabled: false}\nlimits: {rate: {enabled: false}}\n"
+	if o.auth {
+		auth = "auth: {enabled: true, keys: [" + benchKey + "]}\nlimits: {rate: {enabled: true, requests: 100000000, window: 60s}}\n"
+	}
+	cfg := fmt.Sprintf(`server: {listen: "127.0.0.1:%d"}
+log: {level: info, format: json}
+providers:
+  - {name: mock, dialect: openai, base_url: "%s/v1", model: mock}
+store: memory://
+%s`, port, mockURL, auth)
+	path := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	args := []string{bin, "serve", "--config", path}
+	name := bin
+	if pin {
+		if ts, err := exec.LookPath("taskset"); err == nil {
+			name, args = ts, append([]string{"taskset", "-c", "0"}, args...)
+		}
+	}
+	cmd := exec.Command(name, args[1:]...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	logf, err := os.Create(filepath.Join(dir, "ralf.log")) // the access log costs what it costs in production
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	g := &gateway{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), dir: dir}
+	for i := 0; i < 100; i++ {
+		if res, err := http.Get(g.url + "/health"); err == nil {
+			res.Body.Close()
+			return g, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	g.stop()
+	return nil, errors.New("ralf did not start; see " + logf.Name())
+}
+
+func (g *gateway) stop() {
+	_ = g.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = g.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = g.cmd.Process.Kill()
+		<-done
+	}
+	os.RemoveAll(g.dir)
+}
+
+// cpu is ralf's user+system CPU time so far (taskset execs ralf in place, same pid).
+func (g *gateway) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", g.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+func (g *gateway) status(field string) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", g.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n * 1024
+		}
+	}
+	return 0
+}
+
+func (g *gateway) peakRSS() int64 { return g.status("VmHWM") }
+
+type target struct {
+	name, url, key string
+	openai         bool
+}
+
+type scenario struct{ concurrency, rate int }
+
+func (s scenario) String() string {
+	if s.rate > 0 {
+		return fmt.Sprintf("rate %d/s", s.rate)
+	}
+	return fmt.Sprintf("%d concurrent", s.concurrency)
+}
+
+type durations []time.Duration
+
+func (d durations) p(q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	i := int(q / 100 * float64(len(d)-1))
+	return d[i]
+}
+
+type result struct {
+	ok, errors int
+	rps        float64
+	ttfb, tot  durations
+	cpuPerReq  time.Duration
+	rss        int64
+	firstErr   string
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (r *result) print(name string) {
+	cpu, rss := "-", "-"
+	if r.cpuPerReq > 0 {
+		cpu = fmt.Sprintf("%dµs", r.cpuPerReq.Microseconds())
+	}
+	if r.rss > 0 {
+		rss = fmt.Sprintf("%.1fMB", float64(r.rss)/(1<<20))
+	}
+	fmt.Printf("%-28s %10.0f %7.2fms %7.2fms %7.2fms %7.2fms %7.2fms %7.2fms %7d %10s %9s\n", name, r.rps,
+		ms(r.ttfb.p(50)), ms(r.ttfb.p(90)), ms(r.ttfb.p(99)), ms(r.tot.p(50)), ms(r.tot.p(90)), ms(r.tot.p(99)), r.errors, cpu, rss)
+	if r.firstErr != "" {
+		fmt.Printf("  first error: %s\n", r.firstErr)
+	}
+}
+
+func newClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConns: 2048, MaxIdleConnsPerHost: 2048, IdleConnTimeout: time.Minute, DisableCompression: true}}
+}
+
+// drive runs one scenario against one target: warm-up, then the measured period.
+func drive(t target, sc scenario, o options) *result {
+	client := newClient()
+	defer client.CloseIdleConnections()
+	body := []byte(`{"model":"auto","stream":true,"messages":[{"role":"user","content":"Benchmark me"}]}`)
+	if !t.openai {
+		body = []byte(`{"messages":[{"role":"user","content":"Benchmark me"}]}`)
+	}
+	one := func(ctx context.Context) (ttfb, total time.Duration, err error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if t.key != "" {
+			req.Header.Set("Authorization", "Bearer "+t.key)
+		}
+		start := time.Now()
+		res, err := client.Do(req)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer res.Body.Close()
+		if res.StatusCode != 200 {
+			b, _ := io.ReadAll(io.LimitReader(res.Body, 300))
+			return 0, 0, fmt.Errorf("status %d: %s", res.StatusCode, b)
+		}
+		buf := make([]byte, 8192)
+		var tail []byte
+		for {
+			n, rerr := res.Body.Read(buf)
+			if n > 0 {
+				if ttfb == 0 {
+					ttfb = time.Since(start)
+				}
+				tail = append(tail[:0], buf[max(0, n-16):n]...)
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return 0, 0, rerr
+			}
+		}
+		total = time.Since(start)
+		if t.openai && !bytes.Contains(tail, []byte("[DONE]")) {
+			return 0, 0, errors.New("stream ended without [DONE]")
+		}
+		return ttfb, total, nil
+	}
+
+	var mu sync.Mutex
+	r := &result{}
+	var measuring atomic.Bool
+	record := func(ttfb, total time.Duration, err error) {
+		if !measuring.Load() {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			r.errors++
+			if r.firstErr == "" {
+				r.firstErr = err.Error()
+			}
+			return
+		}
+		r.ok++
+		r.ttfb = append(r.ttfb, ttfb)
+		r.tot = append(r.tot, total)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration)
+	defer cancel()
+	go func() {
+		time.Sleep(o.warmup)
+		measuring.Store(true)
+	}()
+	var wg sync.WaitGroup
+	if sc.rate > 0 {
+		interval := time.Second / time.Duration(sc.rate)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		sem := make(chan struct{}, 4096)
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				break loop
+			case <-tick.C:
+				select {
+				case sem <- struct{}{}:
+				default:
+					record(0, 0, errors.New("generator saturated: more than 4096 requests in flight"))
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					record(one(ctx))
+				}()
+			}
+		}
+	} else {
+		for i := 0; i < sc.concurrency; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					ttfb, total, err := one(ctx)
+					if ctx.Err() != nil {
+						return
+					}
+					record(ttfb, total, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	sort.Slice(r.ttfb, func(i, j int) bool { return r.ttfb[i] < r.ttfb[j] })
+	sort.Slice(r.tot, func(i, j int) bool { return r.tot[i] < r.tot[j] })
+	r.rps = float64(r.ok) / o.duration.Seconds()
+	return r
+}
+
+// soak runs the fixed rate for o.soak and samples ralf's RSS and goroutines (from
+// /debug-free sources: /proc and the Prometheus go_goroutines gauge).
+func soak(o options, t target, g *gateway) error {
+	fmt.Printf("soak: %d req/s for %s through ralf\n%8s %10s %10s %8s\n", o.rate, o.soak, "elapsed", "RSS", "goroutines", "errors")
+	oo := o
+	oo.duration, oo.warmup = 30*time.Second, 0
+	start := time.Now()
+	for time.Since(start) < o.soak {
+		r := drive(t, scenario{rate: o.rate}, oo)
+		fmt.Printf("%8s %9.1fMB %10d %8d\n", time.Since(start).Round(time.Second), float64(g.status("VmRSS"))/(1<<20), goroutines(g.url), r.errors)
+	}
+	return nil
+}
+
+func goroutines(url string) int {
+	res, err := http.Get(url + "/metrics?format=prometheus")
+	if err != nil {
+		return -1
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return int(n)
+		}
+	}
+	return -1
+}
