@@ -1,0 +1,210 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ralf-gateway/ralf/core/llm"
+)
+
+const (
+	// maxMessage bounds the upstream message kept in an UpstreamError.
+	maxMessage = 300
+	// maxErrorBody bounds how much of an error answer is read.
+	maxErrorBody = 64 << 10
+	// maxRetryAfter caps an upstream's retry hint so a bogus value cannot take a
+	// provider out of the ring for days.
+	maxRetryAfter = 24 * time.Hour
+)
+
+const redacted = "[redacted]"
+
+// Key-like tokens: OpenAI/OpenRouter sk-..., Groq gsk_..., Cerebras csk-..., our own
+// sk_..., Hugging Face hf_..., Google AIza..., bearer tokens and key=... URL params.
+var (
+	reKeyToken = regexp.MustCompile(`\b(?:sk|gsk|csk|rk|pk)[-_][A-Za-z0-9_\-]{3,}|\bhf_[A-Za-z0-9]{8,}|\bAIza[0-9A-Za-z_\-]{20,}`)
+	reBearer   = regexp.MustCompile(`(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+`)
+	reKeyParam = regexp.MustCompile(`(?i)\b((?:api[_-]?)?key|(?:access_)?token|secret|password)=[^&\s"'<>]+`)
+)
+
+// clean removes secrets from an upstream message, collapses white space (the message
+// ends up in one log line) and bounds its length.
+func clean(msg, apiKey string) string {
+	if apiKey != "" {
+		msg = strings.ReplaceAll(msg, apiKey, redacted)
+	}
+	msg = reKeyToken.ReplaceAllString(msg, redacted)
+	msg = reBearer.ReplaceAllString(msg, "Bearer "+redacted)
+	msg = reKeyParam.ReplaceAllString(msg, "${1}="+redacted)
+	msg = strings.Join(strings.Fields(msg), " ")
+	if len(msg) > maxMessage {
+		cut := maxMessage - len("…")
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	return msg
+}
+
+// errorPayload is the body of an error in any of the shapes OpenAI-compatible
+// servers use: {"error":{"message",...}}, {"error":"..."}, {"message":"..."} or
+// FastAPI's {"detail":"..."} (vLLM).
+type errorPayload struct {
+	Error   json.RawMessage `json:"error"`
+	Message json.RawMessage `json:"message"`
+	Detail  json.RawMessage `json:"detail"`
+}
+
+// errorObject is the inner error object. OpenRouter's code is a number, OpenAI's a
+// string, so it stays raw; Groq's mid-stream errors carry status_code.
+type errorObject struct {
+	Message    json.RawMessage `json:"message"`
+	Code       json.RawMessage `json:"code"`
+	StatusCode json.RawMessage `json:"status_code"`
+	Status     json.RawMessage `json:"status"`
+}
+
+// parseErrorValue reads the value of an "error" field: a string or an error object.
+// status is 0 when the object names none.
+func parseErrorValue(raw []byte) (msg string, status int, ok bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "", 0, false
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return "", 0, false
+		}
+		return s, 0, true
+	}
+	var o errorObject
+	if raw[0] != '{' || json.Unmarshal(raw, &o) != nil {
+		return "", 0, false
+	}
+	msg = jsonString(o.Message)
+	for _, c := range []json.RawMessage{o.StatusCode, o.Code, o.Status} {
+		if n, err := strconv.Atoi(string(bytes.TrimSpace(c))); err == nil && n >= 100 && n <= 599 {
+			return msg, n, true
+		}
+	}
+	return msg, 0, true
+}
+
+// jsonString returns raw as a string when it is a JSON string, else "".
+func jsonString(raw json.RawMessage) string {
+	var s string
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// messageFromBody extracts the message of an error answer body, falling back to a
+// short excerpt of the text.
+func messageFromBody(body []byte) string {
+	var p errorPayload
+	if json.Unmarshal(body, &p) == nil {
+		if msg, _, ok := parseErrorValue(p.Error); ok && msg != "" {
+			return msg
+		}
+		if msg := jsonString(p.Message); msg != "" {
+			return msg
+		}
+		if msg := jsonString(p.Detail); msg != "" {
+			return msg
+		}
+	}
+	if !utf8.Valid(body) {
+		body = bytes.ToValidUTF8(body, []byte("\uFFFD"))
+	}
+	if len(body) > 4*maxMessage {
+		// Only the start is shown; the cut is past the final bound so that clean
+		// (which runs on the excerpt) never shows a partially cut key.
+		body = body[:4*maxMessage]
+	}
+	return string(body)
+}
+
+// httpError builds the UpstreamError for a non-2xx answer.
+func (p *Provider) httpError(resp *http.Response, body []byte) *llm.UpstreamError {
+	msg := messageFromBody(body)
+	if strings.TrimSpace(msg) == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	return &llm.UpstreamError{
+		Provider:   p.name,
+		Status:     resp.StatusCode,
+		Message:    clean(msg, p.apiKey),
+		RetryAfter: retryAfter(resp.Header, resp.StatusCode, p.now()),
+	}
+}
+
+// streamError builds the UpstreamError for an error reported inside a 200 answer:
+// Groq's "event: error" or a chunk with a top-level "error" (OpenRouter).
+func (p *Provider) streamError(errValue []byte) *llm.UpstreamError {
+	msg, status, _ := parseErrorValue(errValue)
+	if status == 0 {
+		status = http.StatusBadGateway
+	}
+	if msg == "" {
+		msg = "upstream reported an error mid-stream"
+	}
+	return &llm.UpstreamError{Provider: p.name, Status: status, Message: clean(msg, p.apiKey)}
+}
+
+// retryAfter reads Retry-After (delay seconds or HTTP date) or, on 429, OpenRouter's
+// X-RateLimit-Reset (epoch milliseconds). Dates are compared with the answer's own
+// Date header when present, so a skewed local clock does not matter.
+func retryAfter(h http.Header, status int, now time.Time) time.Duration {
+	ref := now
+	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+		ref = d
+	}
+	var d time.Duration
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
+		if secs, err := strconv.ParseFloat(v, 64); err == nil {
+			d = time.Duration(secs * float64(time.Second))
+		} else if t, err := http.ParseTime(v); err == nil {
+			d = t.Sub(ref)
+		}
+	} else if v := strings.TrimSpace(h.Get("X-RateLimit-Reset")); v != "" && status == http.StatusTooManyRequests {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			switch {
+			case n > 1e12: // epoch milliseconds (OpenRouter)
+				d = time.UnixMilli(n).Sub(ref)
+			case n > 1e9: // epoch seconds
+				d = time.Unix(n, 0).Sub(ref)
+			default: // seconds from now
+				d = time.Duration(n) * time.Second
+			}
+		}
+	}
+	switch {
+	case d < 0:
+		return 0
+	case d > maxRetryAfter:
+		return maxRetryAfter
+	}
+	return d
+}
+
+// transportError hides the request URL (and any query) of a client error and names
+// the provider, keeping the cause for errors.Is (timeouts, cancellation).
+func (p *Provider) transportError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = &url.Error{Op: ue.Op, URL: p.safeURL, Err: ue.Err}
+	}
+	return fmt.Errorf("%s: %w", p.name, err)
+}
