@@ -28,7 +28,6 @@ func init() { llm.Register("openai", New) }
 var (
 	_ llm.Provider = (*Provider)(nil)
 	_ llm.Stream   = (*stream)(nil)
-	_ llm.Stream   = (*single)(nil)
 )
 
 // maxCompletionBody bounds a non-streaming answer.
@@ -147,11 +146,15 @@ func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.St
 		cancel()
 		return nil, p.httpError(resp, b)
 	}
-	if req.Stream && !isJSON(resp.Header.Get("Content-Type")) {
+	// The answer's type decides how it is read, not what was asked: some servers
+	// ignore stream:true (one JSON object) or always stream.
+	ct := mediaType(resp.Header.Get("Content-Type"))
+	if ct == "text/event-stream" || (req.Stream && ct != "application/json") {
 		return newStream(p, resp.Body, cancel), nil
 	}
-	// A non-streaming request, or a server that ignored stream:true and answered
-	// with one JSON object: either way the whole answer is one chunk.
+	if req.Stream {
+		p.log.Debug("upstream answered a streaming request with one JSON object")
+	}
 	defer cancel()
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxCompletionBody))
@@ -161,9 +164,9 @@ func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.St
 	return p.completion(b)
 }
 
-func isJSON(ct string) bool {
+func mediaType(ct string) string {
 	mt, _, _ := mime.ParseMediaType(ct)
-	return mt == "application/json"
+	return mt
 }
 
 // completion converts a chat.completion object into a one-chunk Stream.
@@ -181,7 +184,7 @@ func (p *Provider) completion(b []byte) (llm.Stream, error) {
 	if u := usageOf(f); u != nil {
 		c.Usage = u
 	}
-	return &single{c: c}, nil
+	return llm.Single(c), nil
 }
 
 // body encodes the upstream request: the dialect's own fields first, then cfg.Params
@@ -302,19 +305,3 @@ func finishString(b []byte) string {
 	}
 	return string(b)
 }
-
-// single is the Stream of a non-streaming answer: one chunk, then io.EOF.
-type single struct {
-	c    llm.Chunk
-	done bool
-}
-
-func (s *single) Recv() (llm.Chunk, error) {
-	if s.done {
-		return llm.Chunk{}, io.EOF
-	}
-	s.done = true
-	return s.c, nil
-}
-
-func (s *single) Close() error { s.done = true; return nil }

@@ -147,8 +147,11 @@ func TestRequestBody(t *testing.T) {
 				"presence_penalty": 0.5, "reasoning_effort": "low"},
 		},
 		{
-			name:    "no key, no Authorization; configured headers are sent",
-			mod:     func(c *config.Provider) { c.APIKey = ""; c.Headers = map[string]string{"HTTP-Referer": "https://example.org", "X-Title": "ralf"} },
+			name: "no key, no Authorization; configured headers are sent",
+			mod: func(c *config.Provider) {
+				c.APIKey = ""
+				c.Headers = map[string]string{"HTTP-Referer": "https://example.org", "X-Title": "ralf"}
+			},
 			req:     userReq(false),
 			want:    map[string]any{"model": "cfg-model", "messages": []any{map[string]any{"role": "user", "content": "hi"}}, "stream": false},
 			headers: map[string]string{"Http-Referer": "https://example.org", "X-Title": "ralf", "Accept": "application/json"},
@@ -286,6 +289,8 @@ func TestNonStreaming(t *testing.T) {
 		finish    string
 		usage     *llm.Usage
 		errStatus int
+		ct        string // answer Content-Type, default application/json
+		chunks    int    // default 1
 	}{
 		{name: "chat.completion", body: `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \"there\"\n\u00e9\ud83d\ude00","reasoning_content":"think"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`,
 			text: "Hi \"there\"\né😀", reasoning: "think", finish: "stop", usage: &llm.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}},
@@ -294,10 +299,19 @@ func TestNonStreaming(t *testing.T) {
 		{name: "stream request answered with JSON", stream: true, body: `{"choices":[{"message":{"content":"whole"},"finish_reason":"stop"}]}`,
 			text: "whole", finish: "stop"},
 		{name: "error object in a 200", body: `{"error":{"message":"upstream overloaded","code":503}}`, errStatus: 503},
+		{name: "non-stream request answered with SSE", ct: "text/event-stream",
+			body: "data: {\"choices\":[{\"delta\":{\"content\":\"Pa\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"ris\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+			text: "Paris", finish: "stop", chunks: 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			up := newUpstream(t, replay(200, http.Header{"Content-Type": {"application/json"}}, []byte(tc.body)))
+			if tc.ct == "" {
+				tc.ct = "application/json"
+			}
+			if tc.chunks == 0 {
+				tc.chunks = 1
+			}
+			up := newUpstream(t, replay(200, http.Header{"Content-Type": {tc.ct}}, []byte(tc.body)))
 			p := newTestProvider(t, up.URL, nil)
 			st, err := p.ChatStream(context.Background(), userReq(tc.stream))
 			if tc.errStatus != 0 {
@@ -310,7 +324,7 @@ func TestNonStreaming(t *testing.T) {
 				t.Fatalf("ChatStream: %v", err)
 			}
 			got := collect(t, st)
-			want := result{Text: tc.text, Reasoning: tc.reasoning, Finishes: []string{tc.finish}, Usage: tc.usage, Chunks: 1}
+			want := result{Text: tc.text, Reasoning: tc.reasoning, Finishes: []string{tc.finish}, Usage: tc.usage, Chunks: tc.chunks}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got %+v\nwant %+v", got, want)
 			}
@@ -399,8 +413,8 @@ func blockingUpstream(t *testing.T, before bool) (*upstream, chan struct{}) {
 func TestCancellation(t *testing.T) {
 	tests := []struct {
 		name    string
-		before  bool                              // cancel before the answer headers
-		timeout time.Duration                     // provider timeout, 0 = 30s
+		before  bool                               // cancel before the answer headers
+		timeout time.Duration                      // provider timeout, 0 = 30s
 		stop    func(cancel func(), st llm.Stream) // what the client does after the first chunk
 		wantErr func(error) bool
 	}{
