@@ -422,6 +422,9 @@ func TestCancellation(t *testing.T) {
 			wantErr: func(e error) bool { return errors.Is(e, context.Canceled) }},
 		{name: "Close mid-stream", stop: func(_ func(), st llm.Stream) { _ = st.Close() },
 			wantErr: func(e error) bool { return errors.Is(e, errClosed) }},
+		{name: "Close from another goroutine unblocks Recv", stop: func(_ func(), st llm.Stream) {
+			go func() { time.Sleep(50 * time.Millisecond); _ = st.Close() }()
+		}, wantErr: func(e error) bool { return errors.Is(e, errClosed) }},
 		{name: "provider timeout covers the body", timeout: 300 * time.Millisecond,
 			wantErr: func(e error) bool { return errors.Is(e, context.DeadlineExceeded) }},
 		{name: "client disconnect before headers", before: true, stop: func(cancel func(), _ llm.Stream) { cancel() },
@@ -466,10 +469,10 @@ func TestCancellation(t *testing.T) {
 			if tc.stop != nil {
 				tc.stop(cancel, st)
 			}
-			waitDone(t, done, "the upstream to see the cancellation")
 			if _, err := st.Recv(); !tc.wantErr(err) {
 				t.Errorf("Recv after stop = %v", err)
 			}
+			waitDone(t, done, "the upstream to see the cancellation")
 		})
 	}
 }

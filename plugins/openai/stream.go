@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ralf-gateway/ralf/core/llm"
@@ -36,12 +38,20 @@ type stream struct {
 	finished bool   // a finish_reason was seen: a body end without [DONE] is still clean
 	finish   string // the finish reason last returned, so repeats are not returned again
 	pending  error  // returned by the next Recv (an error chunk's usage went first)
-	err      error  // terminal: every later Recv returns it
-	released bool
+	err      error  // terminal: every later Recv returns it (only Recv writes it)
+
+	// Close may come from another goroutine to unblock a Recv, so it only touches these.
+	closed  atomic.Bool
+	release func() // cancels the request and closes the body, once
 }
 
 func newStream(p *Provider, body io.ReadCloser, cancel context.CancelFunc) *stream {
-	return &stream{p: p, body: body, cancel: cancel, rd: sse.NewReader(body, 0)}
+	s := &stream{p: p, body: body, cancel: cancel, rd: sse.NewReader(body, 0)}
+	s.release = sync.OnceFunc(func() {
+		cancel()
+		_ = body.Close()
+	})
+	return s
 }
 
 // Recv returns the next chunk that carries something (text, reasoning, a finish
@@ -52,13 +62,21 @@ func (s *stream) Recv() (llm.Chunk, error) {
 	if s.err != nil {
 		return llm.Chunk{}, s.err
 	}
+	if s.closed.Load() {
+		return llm.Chunk{}, s.fail(errClosed)
+	}
 	if s.pending != nil {
 		return llm.Chunk{}, s.fail(s.pending)
 	}
 	for {
 		ev, err := s.rd.Next()
 		if err != nil {
-			return llm.Chunk{}, s.fail(s.endErr(err))
+			if s.closed.Load() {
+				err = errClosed
+			} else {
+				err = s.endErr(err)
+			}
+			return llm.Chunk{}, s.fail(err)
 		}
 		if string(ev.Name) == "error" {
 			// Groq: "event: error" + {"error":{"message",...,"status_code":400}}.
@@ -141,21 +159,11 @@ func (s *stream) drain() {
 	t.Stop()
 }
 
-func (s *stream) release() {
-	if s.released {
-		return
-	}
-	s.released = true
-	s.cancel()
-	_ = s.body.Close()
-}
-
-// Close aborts the upstream request if it is still running. It is safe to call more
-// than once, and after the end of the stream.
+// Close aborts the upstream request if it is still running; a Recv blocked in
+// another goroutine then returns. It is safe to call more than once, and after the
+// end of the stream.
 func (s *stream) Close() error {
-	if s.err == nil {
-		s.err = errClosed
-	}
+	s.closed.Store(true)
 	s.release()
 	return nil
 }
