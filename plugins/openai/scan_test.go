@@ -332,7 +332,9 @@ func TestRecvAllocsPerChunk(t *testing.T) {
 		})
 	}
 	a20, a200 := allocs(20), allocs(200)
-	if a200 > a20 {
+	// A little slack: a buffer may grow once more on a longer body; per-chunk
+	// allocations would add about 180.
+	if a200 > a20+2 {
 		t.Errorf("allocations grow with chunks: %v for 20 chunks, %v for 200", a20, a200)
 	}
 }
