@@ -105,7 +105,8 @@ func (p *Provider) Name() string { return p.name }
 // ChatStream sends req upstream. Errors before the answer starts are returned here:
 // *llm.UpstreamError for an HTTP error answer, a wrapped transport error otherwise.
 // The request (including reading its body) is bounded by the provider's timeout and
-// cancelled with ctx or by Stream.Close.
+// cancelled with ctx or by Stream.Close. The Text and Reasoning of a received Chunk
+// alias internal buffers and are valid only until the next Recv.
 func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.Stream, error) {
 	body, err := p.body(req)
 	if err != nil {

@@ -70,10 +70,9 @@ func (s *scanner) ws(i int) int {
 	return i
 }
 
-// object walks an object at i, calling member for each key with the index of its
+// object walks the object at i, calling member for each key with the index of its
 // value; member returns the index after the value. It returns the index after '}'.
-// A value that is not an object is reported as errNotObject with the index after it,
-// so callers can ignore fields of an unexpected type.
+// Callers only call it on '{'; fields of unexpected types are skipped by the members.
 func (s *scanner) object(i int, member func(key []byte, i int) (int, error)) (int, error) {
 	if i >= len(s.d) || s.d[i] != '{' {
 		return 0, errMalformed
@@ -92,9 +91,8 @@ func (s *scanner) object(i int, member func(key []byte, i int) (int, error)) (in
 		}
 		key := s.d[ks:ke]
 		if esc {
-			// Keys we look for never need escapes; an escaped key is matched by
-			// nothing, which is what a decoder with exact key matching would do
-			// except for pointless escapes like "\u0063ontent". Decode those too.
+			// Real keys never carry escapes, but "\u0063ontent" is still "content"
+			// to any JSON decoder; this rare path may allocate.
 			key = appendUnescaped(nil, key)
 		}
 		i = s.ws(next)
