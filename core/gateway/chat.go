@@ -1,0 +1,485 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ralf-gateway/ralf/core/apierr"
+	"github.com/ralf-gateway/ralf/core/auth"
+	"github.com/ralf-gateway/ralf/core/llm"
+	"github.com/ralf-gateway/ralf/core/middleware"
+)
+
+// serveChat is POST /chat (seed compatible).
+func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, s *snapshot) {
+	in := middleware.InfoFrom(r.Context())
+	in.Chat = true
+	setClient(r, in)
+	body, he := readBody(w, r, s.cfg.Server.MaxBodyBytes)
+	if he != nil {
+		g.reject(w, r, in, he)
+		return
+	}
+	req, pin, he := decodeChat(body, s.cfg.Limits)
+	if he != nil {
+		g.reject(w, r, in, he)
+		return
+	}
+	pinned := -1
+	if pin != "" {
+		if pinned, he = s.resolveProvider(pin); he != nil {
+			g.reject(w, r, in, he)
+			return
+		}
+	}
+	var fr framer = chatSSE{}
+	if wantsText(r) {
+		fr = chatText{}
+	}
+	g.complete(w, r, s, req, pinned, fr, in)
+}
+
+// serveOpenAI is POST /v1/chat/completions.
+func (g *Gateway) serveOpenAI(w http.ResponseWriter, r *http.Request, s *snapshot) {
+	in := middleware.InfoFrom(r.Context())
+	in.Chat = true
+	setClient(r, in)
+	body, he := readBody(w, r, s.cfg.Server.MaxBodyBytes)
+	if he != nil {
+		g.reject(w, r, in, he)
+		return
+	}
+	oreq, he := decodeOpenAI(body, s.cfg.Limits)
+	if he != nil {
+		g.reject(w, r, in, he)
+		return
+	}
+	pinned, model, he := s.resolveModel(oreq.model)
+	if he != nil {
+		g.reject(w, r, in, he)
+		return
+	}
+	oreq.req.Model = model
+	var fr framer
+	if oreq.req.Stream {
+		fr = &openAIChunks{id: "chatcmpl-" + in.RequestID, created: time.Now(), includeUsage: oreq.includeUsage}
+	}
+	g.complete(w, r, s, oreq.req, pinned, fr, in)
+}
+
+func setClient(r *http.Request, in *middleware.Info) {
+	if c, ok := auth.ClientFrom(r.Context()); ok && c.Kind != "anonymous" {
+		in.Client = c.Name
+	}
+}
+
+func (g *Gateway) reject(w http.ResponseWriter, r *http.Request, in *middleware.Info, he *httpError) {
+	in.Err = he.msg
+	in.Outcome = "rejected"
+	apierr.Write(w, r, he.status, he.msg)
+}
+
+// resolveProvider finds a provider pinned by name.
+func (s *snapshot) resolveProvider(name string) (int, *httpError) {
+	if i, ok := s.byName[name]; ok {
+		return i, nil
+	}
+	if s.disabled[name] {
+		return -1, badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", name)
+	}
+	return -1, badRequest("unknown provider %q; available: %s", truncate(name, 40), strings.Join(s.names(), ", "))
+}
+
+// resolveModel maps an OpenAI "model" to a provider: "", "auto" → the ring; a provider
+// name or "name/model" → that provider (with the model overridden); else a provider
+// whose configured model is exactly that.
+func (s *snapshot) resolveModel(model string) (int, string, *httpError) {
+	if model == "" || model == "auto" {
+		return -1, "", nil
+	}
+	if i, ok := s.byName[model]; ok {
+		return i, "", nil
+	}
+	if name, m, ok := strings.Cut(model, "/"); ok {
+		if i, ok := s.byName[name]; ok {
+			return i, m, nil
+		}
+	}
+	for i, p := range s.providers {
+		if p.cfg.Model == model {
+			return i, "", nil
+		}
+	}
+	if s.disabled[model] {
+		return -1, "", badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", model)
+	}
+	return -1, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(model, 80))}
+}
+
+func (s *snapshot) names() []string {
+	out := make([]string, len(s.providers))
+	for i, p := range s.providers {
+		out[i] = p.cfg.Name
+	}
+	return out
+}
+
+// attemptResult is how one upstream attempt ended.
+type attemptResult struct {
+	committed bool  // bytes reached the client: no failover possible any more
+	err       error // nil = success
+	timeout   bool
+	retry     bool // another provider may be tried
+	status    int  // status for the client if this is the last attempt
+}
+
+// complete runs the attempts of one request: in ring order (or the pinned provider),
+// failing over to the next provider until something has been sent to the client.
+// fr nil means a non-streaming /v1 answer.
+func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, req *llm.ChatRequest, pinned int, fr framer, in *middleware.Info) {
+	now := time.Now()
+	var orderBuf [16]int
+	var order []int
+	if pinned >= 0 {
+		if s.providers[pinned].health.Available(now) {
+			order = append(orderBuf[:0], pinned)
+		}
+	} else {
+		order = s.ring.Order(orderBuf[:0], now)
+	}
+	if len(order) == 0 {
+		g.unavailable(w, r, s, in, pinned, now)
+		return
+	}
+	max := s.cfg.Routing.MaxAttempts
+	if len(order) < max {
+		max = len(order)
+	}
+	var failures []string
+	var res attemptResult
+	for i := 0; i < max; i++ {
+		p := &s.providers[order[i]]
+		in.Attempts++
+		in.Provider = p.cfg.Name
+		res = g.attempt(w, r, s, p, req, fr, in)
+		if res.committed || res.err == nil {
+			return
+		}
+		if r.Context().Err() != nil {
+			in.Outcome, in.Err = "cancelled", "client closed the connection"
+			return
+		}
+		failures = append(failures, res.err.Error())
+		if !res.retry {
+			break
+		}
+		if i+1 < max {
+			g.m.Failover(p.cfg.Name)
+			g.log.Debug("failing over", zap.String("request_id", in.RequestID), zap.String("provider", p.cfg.Name), zap.Error(res.err))
+		}
+	}
+	in.Outcome = "error"
+	msg := res.err.Error()
+	if len(failures) > 1 {
+		msg = fmt.Sprintf("all %d attempts failed: %s", len(failures), strings.Join(failures, "; "))
+	}
+	in.Err = msg
+	if ra := s.ring.NextAvailable(time.Now()); !ra.IsZero() && res.retry {
+		w.Header().Set("Retry-After", retryAfter(ra.Sub(time.Now())))
+	}
+	apierr.Write(w, r, res.status, msg)
+}
+
+func (g *Gateway) unavailable(w http.ResponseWriter, r *http.Request, s *snapshot, in *middleware.Info, pinned int, now time.Time) {
+	in.Outcome = "error"
+	if s.ring.Len() == 0 {
+		in.Err = "no provider is enabled: set a provider's api_key (see /health)"
+		apierr.Write(w, r, http.StatusServiceUnavailable, in.Err)
+		return
+	}
+	var until time.Time
+	if pinned >= 0 {
+		until, _ = s.providers[pinned].health.CooldownUntil(now)
+		in.Err = fmt.Sprintf("provider %s is cooling down after repeated failures; retry later", s.providers[pinned].cfg.Name)
+	} else {
+		until = s.ring.NextAvailable(now)
+		in.Err = "all providers are cooling down after repeated failures; retry later"
+	}
+	w.Header().Set("Retry-After", retryAfter(until.Sub(now)))
+	apierr.Write(w, r, http.StatusServiceUnavailable, in.Err)
+}
+
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(int(math.Max(1, math.Ceil(d.Seconds()))))
+}
+
+// attempt sends the request to one provider and relays its answer.
+func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, fr framer, in *middleware.Info) attemptResult {
+	rt := &s.cfg.Routing
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var timedOut atomic.Bool
+	// One timer guards the first byte, then each gap between upstream bytes.
+	timer := time.AfterFunc(rt.FirstByteTimeout, func() { timedOut.Store(true); cancel() })
+	defer timer.Stop()
+
+	name := p.cfg.Name
+	t0 := time.Now()
+	st, err := p.p.ChatStream(ctx, req)
+	in.UpstreamWait += time.Since(t0)
+	if err != nil {
+		return g.failed(r, s, p, in, err, timedOut.Load(), false)
+	}
+	defer st.Close()
+
+	if fr == nil {
+		return g.collect(w, r, s, p, req, st, timer, &timedOut, in)
+	}
+
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() { *bp = buf[:0]; bufPool.Put(bp) }()
+	rc := http.NewResponseController(w)
+	committed := false
+	var usage *llm.Usage
+	var usageVal llm.Usage
+	finish := ""
+	first := true
+	for {
+		t := time.Now()
+		c, err := st.Recv()
+		in.UpstreamWait += time.Since(t)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if !committed {
+				return g.failed(r, s, p, in, err, timedOut.Load(), true)
+			}
+			res := g.failed(r, s, p, in, err, timedOut.Load(), true)
+			if r.Context().Err() == nil {
+				buf = fr.fail(buf[:0], res.status, res.err.Error())
+				_, _ = w.Write(buf)
+				_ = rc.Flush()
+			}
+			res.committed = true
+			return res
+		}
+		if first {
+			first = false
+			in.TTFB = time.Since(in.Start)
+		}
+		timer.Reset(rt.IdleTimeout)
+		if c.Usage != nil {
+			usageVal = *c.Usage
+			usage = &usageVal
+		}
+		if c.FinishReason != "" {
+			finish = c.FinishReason
+		}
+		buf = buf[:0]
+		if !committed {
+			if !hasOutput(fr, &c) {
+				continue
+			}
+			committed = true
+			g.commit(w, fr, p, req)
+			g.m.StreamStart()
+			defer g.m.StreamEnd()
+			buf = fr.start(buf)
+		}
+		buf = fr.delta(buf, &c)
+		if len(buf) == 0 {
+			continue
+		}
+		if _, werr := w.Write(buf); werr != nil {
+			in.Outcome, in.Err = "cancelled", "client closed the connection"
+			return attemptResult{committed: true, err: werr}
+		}
+		if ferr := rc.Flush(); ferr != nil {
+			in.Outcome, in.Err = "cancelled", "client closed the connection"
+			return attemptResult{committed: true, err: ferr}
+		}
+	}
+	// Clean end of the upstream stream.
+	timer.Stop()
+	p.health.Success()
+	g.m.Attempt(name, "ok")
+	if usage != nil {
+		in.TokensIn, in.TokensOut = usage.PromptTokens, usage.CompletionTokens
+	}
+	if !committed {
+		g.commit(w, fr, p, req)
+		g.m.StreamStart()
+		defer g.m.StreamEnd()
+		buf = fr.start(buf[:0])
+	} else {
+		buf = buf[:0]
+	}
+	buf = fr.end(buf, finish, usage)
+	if len(buf) > 0 {
+		_, _ = w.Write(buf)
+	}
+	_ = rc.Flush()
+	return attemptResult{committed: true}
+}
+
+func hasOutput(fr framer, c *llm.Chunk) bool {
+	if len(c.Text) > 0 {
+		return true
+	}
+	_, v1 := fr.(*openAIChunks)
+	return v1 && len(c.Reasoning) > 0
+}
+
+func (g *Gateway) commit(w http.ResponseWriter, fr framer, p *provider, req *llm.ChatRequest) {
+	h := w.Header()
+	h.Set("Content-Type", fr.contentType())
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Provider", p.cfg.Name)
+	if o, ok := fr.(*openAIChunks); ok {
+		o.setModel(p.model(req.Model))
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// collect reads a whole answer for a non-streaming /v1 request; nothing is sent
+// before it is complete, so any failure can still fail over.
+func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, st llm.Stream, timer *time.Timer, timedOut *atomic.Bool, in *middleware.Info) attemptResult {
+	var text, reasoning strings.Builder
+	var usage *llm.Usage
+	finish := ""
+	first := true
+	for {
+		t := time.Now()
+		c, err := st.Recv()
+		in.UpstreamWait += time.Since(t)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return g.failed(r, s, p, in, err, timedOut.Load(), true)
+		}
+		if first {
+			first = false
+			in.TTFB = time.Since(in.Start)
+		}
+		timer.Reset(s.cfg.Routing.IdleTimeout)
+		text.Write(c.Text)
+		reasoning.Write(c.Reasoning)
+		if c.FinishReason != "" {
+			finish = c.FinishReason
+		}
+		if c.Usage != nil {
+			u := *c.Usage
+			usage = &u
+		}
+	}
+	timer.Stop()
+	p.health.Success()
+	g.m.Attempt(p.cfg.Name, "ok")
+	if finish == "" {
+		finish = "stop"
+	}
+	if usage != nil {
+		in.TokensIn, in.TokensOut = usage.PromptTokens, usage.CompletionTokens
+	} else {
+		usage = &llm.Usage{}
+	}
+	msg := map[string]any{"role": "assistant", "content": text.String()}
+	if reasoning.Len() > 0 {
+		msg["reasoning_content"] = reasoning.String()
+	}
+	w.Header().Set("X-Provider", p.cfg.Name)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"id":      "chatcmpl-" + in.RequestID,
+		"object":  "chat.completion",
+		"created": time.Now().Unix(),
+		"model":   p.model(req.Model),
+		"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": finish}},
+		"usage":   usage,
+	})
+	return attemptResult{committed: true}
+}
+
+// failed classifies an attempt's error, updates the provider's health and metrics,
+// and says whether another provider may be tried.
+func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, in *middleware.Info, err error, timedOut, started bool) attemptResult {
+	name := p.cfg.Name
+	if r.Context().Err() != nil && !timedOut {
+		g.m.Attempt(name, "cancelled")
+		return attemptResult{err: fmt.Errorf("%s: client closed the connection", name), status: 499}
+	}
+	res := attemptResult{err: err, retry: true, status: http.StatusBadGateway}
+	var ue *llm.UpstreamError
+	var retryAfterD time.Duration
+	switch {
+	case timedOut && !started:
+		res.timeout, res.status = true, http.StatusGatewayTimeout
+		res.err = fmt.Errorf("%s: no response within first_byte_timeout (%s)", name, s.cfg.Routing.FirstByteTimeout)
+	case timedOut:
+		res.timeout, res.status = true, http.StatusGatewayTimeout
+		res.err = fmt.Errorf("%s: upstream sent nothing for %s", name, s.cfg.Routing.IdleTimeout)
+	case errors.As(err, &ue):
+		retryAfterD = ue.RetryAfter
+		if !ue.Retryable() {
+			// The request itself was refused: another provider would likely refuse it
+			// too, and it says nothing about this provider's health.
+			g.m.Attempt(name, "rejected")
+			res.retry = false
+			res.err = fmt.Errorf("provider %s rejected the request (status %d): %s", name, ue.Status, ue.Message)
+			return res
+		}
+		if ue.Message == "" {
+			res.err = fmt.Errorf("%s: upstream status %d", name, ue.Status)
+		} else {
+			res.err = fmt.Errorf("%s: upstream status %d: %s", name, ue.Status, ue.Message)
+		}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		res.err = fmt.Errorf("%s: upstream stream ended unexpectedly", name)
+	default:
+		res.err = fmt.Errorf("%s: %w", name, stripName(err, name))
+	}
+	outcome := "error"
+	if res.timeout {
+		outcome = "timeout"
+	}
+	g.m.Attempt(name, outcome)
+	now := time.Now()
+	if p.health.Failure(now, s.cfg.Routing.FailureThreshold, s.cfg.Routing.Cooldown, retryAfterD) {
+		until, _ := p.health.CooldownUntil(now)
+		g.log.Warn("provider cooling down", zap.String("provider", name), zap.Time("until", until), zap.String("reason", res.err.Error()))
+	}
+	if started && g.log.Core().Enabled(zap.DebugLevel) {
+		g.log.Debug("upstream attempt failed", zap.String("request_id", in.RequestID), zap.String("provider", name), zap.Error(res.err))
+	}
+	return res
+}
+
+// stripName avoids "groq: groq: ..." when a plugin already prefixed its name.
+func stripName(err error, name string) error {
+	if msg := err.Error(); strings.HasPrefix(msg, name+": ") {
+		return errors.New(strings.TrimPrefix(msg, name+": "))
+	}
+	return err
+}
+
+// model is the model name answers report: the override, else the provider's.
+func (p *provider) model(override string) string {
+	if override != "" {
+		return override
+	}
+	return p.cfg.Model
+}

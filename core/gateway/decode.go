@@ -1,0 +1,307 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/ralf-gateway/ralf/core/config"
+	"github.com/ralf-gateway/ralf/core/llm"
+)
+
+// httpError is a client error with its status, answered before any upstream call.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(format string, a ...any) *httpError {
+	return &httpError{http.StatusBadRequest, fmt.Sprintf(format, a...)}
+}
+
+// readBody checks the content type and reads at most max bytes of the body.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, *httpError) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		switch {
+		case err != nil:
+			return nil, &httpError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
+		case mt == "application/json", strings.HasSuffix(mt, "+json"), mt == "text/plain":
+		case mt == "application/x-www-form-urlencoded":
+			// curl -d sends this by default; the body is still checked as JSON below.
+		default:
+			return nil, &httpError{http.StatusUnsupportedMediaType, "Content-Type must be application/json, got " + mt}
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body too large (limit %d bytes)", max)}
+		}
+		return nil, badRequest("could not read request body")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, badRequest("request body is empty; expected JSON like {\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}")
+	}
+	return body, nil
+}
+
+// jsonError explains a decoding error with its line and column.
+func jsonError(body []byte, err error) *httpError {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		line, col := position(body, se.Offset)
+		return badRequest("malformed JSON at line %d, column %d: %s", line, col, se.Error())
+	case errors.As(err, &te):
+		line, col := position(body, te.Offset)
+		field := te.Field
+		if field == "" {
+			field = "body"
+		}
+		return badRequest("invalid JSON at line %d, column %d: %s must be %s, not %s", line, col, field, expected(te.Type.String()), te.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		line, col := position(body, int64(len(body)))
+		return badRequest("malformed JSON at line %d, column %d: unexpected end of input", line, col)
+	}
+	return badRequest("malformed JSON: %s", err.Error())
+}
+
+func expected(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	case strings.HasPrefix(goType, "map"), strings.HasPrefix(goType, "struct"), strings.HasPrefix(goType, "gateway."):
+		return "an object"
+	case goType == "string":
+		return "a string"
+	case strings.HasPrefix(goType, "float"), strings.HasPrefix(goType, "int"):
+		return "a number"
+	case goType == "bool":
+		return "a boolean"
+	}
+	return goType
+}
+
+func position(b []byte, off int64) (line, col int) {
+	if off > int64(len(b)) {
+		off = int64(len(b))
+	}
+	line, col = 1, 1
+	for _, c := range b[:off] {
+		if c == '\n' {
+			line++
+			col = 1
+		} else {
+			col++
+		}
+	}
+	return line, col
+}
+
+// content is a message content: a string, or an array of text parts.
+type content struct {
+	text string
+	set  bool
+	err  string
+}
+
+func (c *content) UnmarshalJSON(b []byte) error {
+	c.set = true
+	switch {
+	case len(b) > 0 && b[0] == '"':
+		return json.Unmarshal(b, &c.text)
+	case len(b) > 0 && b[0] == '[':
+		var parts []struct {
+			Type string  `json:"type"`
+			Text *string `json:"text"`
+		}
+		if err := json.Unmarshal(b, &parts); err != nil {
+			c.err = "must be a string or an array of text parts"
+			return nil
+		}
+		var sb strings.Builder
+		for i, p := range parts {
+			if p.Type != "text" || p.Text == nil {
+				c.err = fmt.Sprintf("part %d: only text parts ({\"type\":\"text\",\"text\":...}) are supported", i)
+				return nil
+			}
+			sb.WriteString(*p.Text)
+		}
+		c.text = sb.String()
+		return nil
+	case bytes.Equal(b, []byte("null")):
+		c.set = false
+		return nil
+	}
+	c.err = "must be a string or an array of text parts"
+	return nil
+}
+
+type wireMessage struct {
+	Role    *string `json:"role"`
+	Content content `json:"content"`
+}
+
+// validateMessages checks SPEC §3 validation and converts to canonical messages.
+func validateMessages(msgs []wireMessage, present bool, lim config.Limits, field string) ([]llm.Message, *httpError) {
+	if !present {
+		return nil, badRequest("%s is required: an array of {\"role\",\"content\"} objects", field)
+	}
+	if len(msgs) == 0 {
+		return nil, badRequest("%s array cannot be empty", field)
+	}
+	if len(msgs) > lim.MaxMessages {
+		return nil, badRequest("too many messages: %d (limit %d)", len(msgs), lim.MaxMessages)
+	}
+	out := make([]llm.Message, len(msgs))
+	for i, m := range msgs {
+		if m.Role == nil {
+			return nil, badRequest("%s[%d].role is required", field, i)
+		}
+		role := *m.Role
+		switch role {
+		case "system", "user", "assistant":
+		case "developer": // OpenAI's newer name for system
+			role = "system"
+		default:
+			return nil, badRequest("%s[%d].role must be one of system, user, assistant (got %q)", field, i, truncate(role, 20))
+		}
+		if m.Content.err != "" {
+			return nil, badRequest("%s[%d].content %s", field, i, m.Content.err)
+		}
+		if !m.Content.set {
+			return nil, badRequest("%s[%d].content is required and must be a string", field, i)
+		}
+		if n := utf8.RuneCountInString(m.Content.text); n > lim.MaxMessageChars {
+			return nil, badRequest("%s[%d].content is too long: %d characters (limit %d)", field, i, n, lim.MaxMessageChars)
+		}
+		out[i] = llm.Message{Role: role, Content: m.Content.text}
+	}
+	return out, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// chatBody is POST /chat's body.
+type chatBody struct {
+	Messages    []wireMessage `json:"messages"`
+	Provider    string        `json:"provider"`
+	Temperature *float64      `json:"temperature"`
+	MaxTokens   *int          `json:"max_tokens"`
+	TopP        *float64      `json:"top_p"`
+	Stream      *bool         `json:"stream"`
+}
+
+func decodeChat(body []byte, lim config.Limits) (*llm.ChatRequest, string, *httpError) {
+	var b chatBody
+	if err := json.Unmarshal(body, &b); err != nil {
+		return nil, "", jsonError(body, err)
+	}
+	// json leaves the slice nil when "messages" is absent or null, and non-nil for [].
+	msgs, he := validateMessages(b.Messages, b.Messages != nil, lim, "messages")
+	if he != nil {
+		return nil, "", he
+	}
+	if he := checkSampling(b.Temperature, b.TopP, b.MaxTokens); he != nil {
+		return nil, "", he
+	}
+	return &llm.ChatRequest{Messages: msgs, Stream: true, Temperature: b.Temperature, MaxTokens: b.MaxTokens, TopP: b.TopP}, b.Provider, nil
+}
+
+func checkSampling(temp, topP *float64, maxTokens *int) *httpError {
+	if temp != nil && (*temp < 0 || *temp > 2) {
+		return badRequest("temperature must be between 0 and 2")
+	}
+	if topP != nil && (*topP < 0 || *topP > 1) {
+		return badRequest("top_p must be between 0 and 1")
+	}
+	if maxTokens != nil && *maxTokens < 1 {
+		return badRequest("max_tokens must be a positive integer")
+	}
+	return nil
+}
+
+// openAIBody is POST /v1/chat/completions' body; unknown fields go to Extra.
+type openAIBody struct {
+	Model         string        `json:"model"`
+	Messages      []wireMessage `json:"messages"`
+	Stream        bool          `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	Temperature         *float64        `json:"temperature"`
+	TopP                *float64        `json:"top_p"`
+	MaxTokens           *int            `json:"max_tokens"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Stop                json.RawMessage `json:"stop"`
+	N                   *int            `json:"n"`
+}
+
+// known fields are handled above; everything else is passed to the dialect verbatim.
+var openAIKnown = map[string]bool{"model": true, "messages": true, "stream": true, "stream_options": true,
+	"temperature": true, "top_p": true, "max_tokens": true, "max_completion_tokens": true, "stop": true, "n": true,
+	"user": true}
+
+type openAIRequest struct {
+	req          *llm.ChatRequest
+	model        string
+	includeUsage bool
+}
+
+func decodeOpenAI(body []byte, lim config.Limits) (*openAIRequest, *httpError) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return nil, jsonError(body, err)
+	}
+	var b openAIBody
+	if err := json.Unmarshal(body, &b); err != nil {
+		return nil, jsonError(body, err)
+	}
+	msgs, he := validateMessages(b.Messages, b.Messages != nil, lim, "messages")
+	if he != nil {
+		return nil, he
+	}
+	if b.MaxTokens == nil {
+		b.MaxTokens = b.MaxCompletionTokens
+	}
+	if he := checkSampling(b.Temperature, b.TopP, b.MaxTokens); he != nil {
+		return nil, he
+	}
+	if b.N != nil && *b.N != 1 {
+		return nil, badRequest("n must be 1 (one choice per request)")
+	}
+	req := &llm.ChatRequest{Messages: msgs, Stream: b.Stream, Temperature: b.Temperature, TopP: b.TopP, MaxTokens: b.MaxTokens}
+	if len(b.Stop) > 0 && string(b.Stop) != "null" {
+		var one string
+		if err := json.Unmarshal(b.Stop, &one); err == nil {
+			req.Stop = []string{one}
+		} else if err := json.Unmarshal(b.Stop, &req.Stop); err != nil {
+			return nil, badRequest("stop must be a string or an array of strings")
+		}
+	}
+	for k, v := range raw {
+		if !openAIKnown[k] {
+			if req.Extra == nil {
+				req.Extra = make(map[string]json.RawMessage)
+			}
+			req.Extra[k] = v
+		}
+	}
+	return &openAIRequest{req: req, model: b.Model, includeUsage: b.Stream && b.StreamOptions != nil && b.StreamOptions.IncludeUsage}, nil
+}

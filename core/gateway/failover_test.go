@@ -1,0 +1,287 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ralf-gateway/ralf/core/mock"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	http.DefaultClient.CloseIdleConnections()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func base(dialect string) string {
+	if dialect == "gemini" {
+		return "{{MOCK}}/v1beta"
+	}
+	return "{{MOCK}}/v1"
+}
+
+// twoProviders puts a faulty provider first in the ring and a healthy one second.
+func twoProviders(dialect, badModel string, extra string) string {
+	return `
+routing: {max_attempts: 2, failure_threshold: 100, first_byte_timeout: 400ms, idle_timeout: 400ms}
+providers:
+  - {name: bad, dialect: ` + dialect + `, base_url: "` + base(dialect) + `", model: "` + badModel + `"}
+  - {name: good, dialect: ` + dialect + `, base_url: "` + base(dialect) + `", model: "mock"}
+store: memory://
+` + extra
+}
+
+// TestFaultsBeforeFirstByteAreInvisible: every retryable fault of the first provider
+// ends in one clean answer from the second; the client never sees the failed attempt.
+func TestFaultsBeforeFirstByteAreInvisible(t *testing.T) {
+	answer := withSSE(mock.Answer("Hello", 20))
+	faults := []string{"status=500", "status=502", "status=503", "status=504", "status=408", "status=409",
+		"status=429", "status=401", "status=403", "hang", "delay=2s"}
+	for _, dialect := range []string{"openai", "gemini"} {
+		for _, f := range faults {
+			t.Run(dialect+"/"+f, func(t *testing.T) {
+				e := newEnv(t, twoProviders(dialect, "mock+"+f, ""))
+				r := e.chat(hello)
+				if r.status != 200 || r.header.Get("X-Provider") != "good" {
+					t.Fatalf("status %d provider %q body %q", r.status, r.header.Get("X-Provider"), r.body)
+				}
+				if r.body != answer {
+					t.Fatalf("body %q, want %q", r.body, answer)
+				}
+			})
+		}
+		t.Run(dialect+"/connection refused", func(t *testing.T) {
+			e := newEnv(t, `
+routing: {max_attempts: 2}
+providers:
+  - {name: bad, dialect: `+dialect+`, base_url: "http://127.0.0.1:1/v1", model: mock}
+  - {name: good, dialect: `+dialect+`, base_url: "`+base(dialect)+`", model: mock}
+store: memory://
+`)
+			r := e.chat(hello)
+			if r.status != 200 || r.header.Get("X-Provider") != "good" || r.body != answer {
+				t.Fatalf("status %d provider %q body %q", r.status, r.header.Get("X-Provider"), r.body)
+			}
+		})
+	}
+}
+
+func withSSE(deltas []string) string {
+	var b strings.Builder
+	for _, d := range deltas {
+		for _, line := range strings.Split(d, "\n") {
+			b.WriteString("data: " + line + "\n")
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// TestOtherClientErrorsAre502NamingTheProvider: a 4xx that is the request's fault is not
+// retried elsewhere and is reported with the upstream's message.
+func TestOtherClientErrorsAre502NamingTheProvider(t *testing.T) {
+	for _, dialect := range []string{"openai", "gemini"} {
+		for _, code := range []int{400, 404, 422} {
+			t.Run(fmt.Sprintf("%s/%d", dialect, code), func(t *testing.T) {
+				e := newEnv(t, twoProviders(dialect, fmt.Sprintf("mock+status=%d", code), ""))
+				r := e.chat(hello)
+				if r.status != 502 {
+					t.Fatalf("status %d body %s", r.status, r.body)
+				}
+				var b struct {
+					Error  string `json:"error"`
+					Status int    `json:"status"`
+				}
+				if err := json.Unmarshal([]byte(r.body), &b); err != nil || b.Status != 502 {
+					t.Fatalf("body %s", r.body)
+				}
+				if !strings.Contains(b.Error, "bad") || !strings.Contains(b.Error, fmt.Sprint(code)) {
+					t.Fatalf("error %q does not name the provider and its status", b.Error)
+				}
+				if e.mock.Requests() != 1 {
+					t.Fatalf("%d upstream requests: a request error must not be retried elsewhere", e.mock.Requests())
+				}
+			})
+		}
+	}
+}
+
+// TestMidStreamFailuresEndWithAnErrorEvent: after the first byte no failover is possible;
+// the client gets the error event, never a stream that looks complete.
+func TestMidStreamFailuresEndWithAnErrorEvent(t *testing.T) {
+	faults := []string{"cut=3", "error_event=3", "error_chunk=3", "malformed", "hang_after=3"}
+	for _, dialect := range []string{"openai", "gemini"} {
+		for _, f := range faults {
+			if dialect == "gemini" && (f == "error_event=3") {
+				continue // a Groq (OpenAI dialect) behaviour
+			}
+			t.Run(dialect+"/"+f, func(t *testing.T) {
+				e := newEnv(t, twoProviders(dialect, "mock+"+f, ""))
+				r := e.chat(hello)
+				if r.status != 200 || r.header.Get("X-Provider") != "bad" {
+					t.Fatalf("status %d provider %q", r.status, r.header.Get("X-Provider"))
+				}
+				evs := sseEvents(r.body)
+				if len(evs) < 2 {
+					t.Fatalf("body %q", r.body)
+				}
+				last := evs[len(evs)-1]
+				if !strings.HasPrefix(last, "event: error\ndata: {\"error\":") {
+					t.Fatalf("last event %q, want an error event", last)
+				}
+				var eb struct {
+					Error  string `json:"error"`
+					Status int    `json:"status"`
+				}
+				if err := json.Unmarshal([]byte(strings.TrimPrefix(last, "event: error\ndata: ")), &eb); err != nil || eb.Error == "" || eb.Status < 500 {
+					t.Fatalf("error event %q", last)
+				}
+
+				// /v1: an error chunk and no [DONE].
+				v1 := e.do("POST", "/v1/chat/completions", `{"model":"bad","stream":true,"messages":[{"role":"user","content":"Hello"}]}`)
+				if strings.Contains(v1.body, "[DONE]") {
+					t.Fatalf("/v1 stream looks complete after a failure: %q", v1.body)
+				}
+				evs = sseEvents(v1.body)
+				if !strings.HasPrefix(evs[len(evs)-1], `data: {"error":{`) {
+					t.Fatalf("/v1 last event %q", evs[len(evs)-1])
+				}
+
+				// Text framing: the stream just ends, short of the full answer.
+				txt := e.chat(`{"provider":"bad","messages":[{"role":"user","content":"Hello"}]}`, "Accept", "text/plain")
+				if txt.body == strings.Join(mock.Answer("Hello", 20), "") {
+					t.Fatal("text stream complete despite the failure")
+				}
+			})
+		}
+	}
+}
+
+func TestCooldownSkipsAFailingProviderThenAllCooling503(t *testing.T) {
+	e := newEnv(t, `
+routing: {max_attempts: 2, failure_threshold: 2, cooldown: 30s}
+providers:
+  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503"}
+  - {name: good, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	for i := 0; i < 4; i++ {
+		if r := e.chat(hello); r.status != 200 || r.header.Get("X-Provider") != "good" {
+			t.Fatalf("request %d: %d %q", i, r.status, r.header.Get("X-Provider"))
+		}
+	}
+	before := e.mock.Requests()
+	for i := 0; i < 4; i++ {
+		e.chat(hello)
+	}
+	if got := e.mock.Requests() - before; got != 4 {
+		t.Fatalf("%d upstream requests for 4 client requests: the cooling provider was still tried", got)
+	}
+	var h struct {
+		Status    string `json:"status"`
+		Providers []struct {
+			Name, State   string
+			CooldownUntil *time.Time
+		} `json:"providers"`
+	}
+	r := e.do("GET", "/health", "")
+	if err := json.Unmarshal([]byte(r.body), &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Status != "degraded" || h.Providers[0].State != "cooldown" || h.Providers[0].CooldownUntil == nil || h.Providers[1].State != "up" {
+		t.Fatalf("health %s", r.body)
+	}
+
+	// Every provider cooling: 503 with Retry-After.
+	e.apply(`
+routing: {max_attempts: 2, failure_threshold: 1, cooldown: 30s}
+providers:
+  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503"}
+  - {name: bad2, base_url: "{{MOCK}}/v1", model: "mock+status=500"}
+store: memory://
+`)
+	if r := e.chat(hello); r.status != 502 {
+		t.Fatalf("both failing: %d %s", r.status, r.body)
+	}
+	r = e.chat(hello)
+	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "cooling down") {
+		t.Fatalf("all cooling: %d %q %s", r.status, r.header.Get("Retry-After"), r.body)
+	}
+	if hr := e.do("GET", "/health", ""); hr.status != 503 || !strings.Contains(hr.body, `"status":"down"`) {
+		t.Fatalf("health when none can serve: %d %s", hr.status, hr.body)
+	}
+}
+
+func TestRetryAfterSetsTheCooldown(t *testing.T) {
+	e := newEnv(t, `
+routing: {max_attempts: 2, failure_threshold: 5, cooldown: 30s}
+providers:
+  - {name: limited, base_url: "{{MOCK}}/v1", model: "mock+status=429+retry_after=7"}
+  - {name: good, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	start := time.Now()
+	if r := e.chat(hello); r.status != 200 || r.header.Get("X-Provider") != "good" {
+		t.Fatalf("%d %q", r.status, r.header.Get("X-Provider"))
+	}
+	var h struct {
+		Providers []struct {
+			Name, State   string
+			CooldownUntil *time.Time
+		} `json:"providers"`
+	}
+	r := e.do("GET", "/health", "")
+	if err := json.Unmarshal([]byte(r.body), &h); err != nil {
+		t.Fatal(err)
+	}
+	p := h.Providers[0]
+	if p.State != "cooldown" || p.CooldownUntil == nil {
+		t.Fatalf("429 with Retry-After did not cool the provider at once: %s", r.body)
+	}
+	if d := p.CooldownUntil.Sub(start); d < 6*time.Second || d > 9*time.Second {
+		t.Fatalf("cooldown %v, want the upstream's 7s", d)
+	}
+}
+
+func TestWeightedShares(t *testing.T) {
+	e := newEnv(t, `
+routing: {strategy: weighted}
+providers:
+  - {name: big, base_url: "{{MOCK}}/v1", model: "mock+chunks=1", weight: 3}
+  - {name: small, base_url: "{{MOCK}}/v1", model: "mock+chunks=1", weight: 1}
+store: memory://
+`)
+	got := map[string]int{}
+	for i := 0; i < 100; i++ {
+		got[e.chat(hello).header.Get("X-Provider")]++
+	}
+	if got["big"] != 75 || got["small"] != 25 {
+		t.Fatalf("shares %v, want 75/25", got)
+	}
+}
+
+// TestNoConnectionLeakAfterFaults: after every kind of fault, no upstream connection
+// stays open once the gateway lets idle ones go.
+func TestNoConnectionLeakAfterFaults(t *testing.T) {
+	e := newEnv(t, twoProviders("openai", "mock", ""))
+	for _, f := range []string{"status=503", "hang", "cut=2", "malformed", "hang_after=2", "error_event=1", "status=400"} {
+		e.apply(twoProviders("openai", "mock+"+f, ""))
+		e.chat(hello)
+		e.chat(`{"provider":"bad","messages":[{"role":"user","content":"Hello"}]}`)
+	}
+	e.gw.Close()
+	waitFor(t, "upstream connections closed", func() bool { return e.mock.OpenConns() == 0 })
+}

@@ -1,0 +1,273 @@
+// Package gateway builds a whole serving generation (Snapshot) from a Config and
+// swaps it in atomically; it owns the routes and the /chat and /v1 handlers.
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ralf-gateway/ralf/core/auth"
+	"github.com/ralf-gateway/ralf/core/config"
+	"github.com/ralf-gateway/ralf/core/llm"
+	"github.com/ralf-gateway/ralf/core/metrics"
+	"github.com/ralf-gateway/ralf/core/ring"
+	"github.com/ralf-gateway/ralf/core/store"
+)
+
+// Deps are the long-lived parts a Gateway serves with; they outlive config generations.
+type Deps struct {
+	Logger  *zap.Logger
+	Metrics *metrics.Metrics
+	Store   store.Store
+	Keys    *auth.Keys
+}
+
+// Gateway is the http.Handler that serves the current generation. Transports, health
+// state and the round-robin position live here, outside generations, so a reload
+// keeps pools, cooldowns and the ring position of unchanged providers.
+type Gateway struct {
+	log   *zap.Logger
+	m     *metrics.Metrics
+	store store.Store
+	keys  *auth.Keys
+
+	cur atomic.Pointer[snapshot]
+
+	mu      sync.Mutex // serializes Apply
+	pos     ring.Position
+	health  map[string]*ring.Health // by provider fingerprint
+	clients map[string]*http.Client // by upstream scheme://host
+	gen     int64
+	status  atomic.Pointer[configStatus]
+}
+
+type configStatus struct {
+	Generation int64     `json:"generation"`
+	LoadedAt   time.Time `json:"loadedAt"`
+	LastError  string    `json:"lastError,omitempty"`
+	Path       string    `json:"-"`
+}
+
+// snapshot is one immutable serving generation.
+type snapshot struct {
+	gen       int64
+	cfg       *config.Config
+	ring      *ring.Ring
+	providers []provider // aligned with ring members
+	byName    map[string]int
+	disabled  map[string]bool // declared but disabled providers
+	handler   http.Handler
+}
+
+type provider struct {
+	cfg    config.Provider
+	p      llm.Provider
+	health *ring.Health
+}
+
+// New builds the first generation from cfg.
+func New(cfg *config.Config, d Deps) (*Gateway, error) {
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	if d.Metrics == nil {
+		d.Metrics = metrics.New()
+	}
+	g := &Gateway{log: d.Logger, m: d.Metrics, store: d.Store, keys: d.Keys,
+		health: map[string]*ring.Health{}, clients: map[string]*http.Client{}}
+	g.status.Store(&configStatus{})
+	if err := g.Apply(cfg); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// ServeHTTP serves with the generation current when the request arrives; the request
+// finishes on that generation even if a reload swaps in another meanwhile.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.cur.Load().handler.ServeHTTP(w, r)
+}
+
+// Config returns the config being served.
+func (g *Gateway) Config() *config.Config { return g.cur.Load().cfg }
+
+// Generation returns the number of the generation being served (1 for the first).
+func (g *Gateway) Generation() int64 { return g.cur.Load().gen }
+
+// Metrics returns the gateway's metrics.
+func (g *Gateway) Metrics() *metrics.Metrics { return g.m }
+
+// Apply builds a whole new generation from cfg and swaps it in with one atomic store.
+// On any error nothing changes and the error is returned (and shown in /health).
+func (g *Gateway) Apply(cfg *config.Config) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.cur.Load()
+	s := &snapshot{cfg: cfg, byName: map[string]int{}, disabled: map[string]bool{}}
+	var errs []error
+	members := make([]ring.Member, 0, len(cfg.Providers))
+	used := make(map[string]bool, len(cfg.Providers))
+	for i, pc := range cfg.Providers {
+		if !pc.Enabled {
+			s.disabled[pc.Name] = true
+			continue
+		}
+		f, ok := llm.Lookup(pc.Dialect)
+		if !ok {
+			errs = append(errs, fmt.Errorf("providers[%d].dialect: unknown dialect %q", i, pc.Dialect))
+			continue
+		}
+		client, err := g.clientFor(pc.BaseURL)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("providers[%d].base_url: %w", i, err))
+			continue
+		}
+		p, err := f(pc, llm.Deps{Client: client, Logger: g.log.Named("provider").With(zap.String("provider", pc.Name))})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("providers[%d] (%s): %w", i, pc.Name, err))
+			continue
+		}
+		fp := fingerprint(pc)
+		h := g.health[fp]
+		if h == nil {
+			h = &ring.Health{}
+		}
+		used[fp] = true
+		s.byName[pc.Name] = len(s.providers)
+		s.providers = append(s.providers, provider{cfg: pc, p: p, health: h})
+		members = append(members, ring.Member{Name: pc.Name, Weight: pc.Weight, Health: h})
+	}
+	if err := errors.Join(errs...); err != nil {
+		g.ReloadFailed(err)
+		return err
+	}
+	s.ring = ring.New(members, cfg.Routing.Strategy == "weighted", &g.pos)
+	g.gen++
+	s.gen = g.gen
+	s.handler = g.routes(s)
+
+	// Providers that left the config (or changed settings) drop their state.
+	for fp := range g.health {
+		if !used[fp] {
+			delete(g.health, fp)
+		}
+	}
+	for _, p := range s.providers {
+		g.health[fingerprint(p.cfg)] = p.health
+	}
+	g.cur.Store(s)
+	g.status.Store(&configStatus{Generation: s.gen, LoadedAt: time.Now().UTC(), Path: cfg.Path})
+	g.publishProviderStates(s)
+	if old != nil {
+		g.logChanges(old.cfg, cfg)
+	}
+	return nil
+}
+
+// ReloadFailed records a failed reload for /health; what serves is untouched.
+func (g *Gateway) ReloadFailed(err error) {
+	st := *g.status.Load()
+	st.LastError = err.Error()
+	g.status.Store(&st)
+}
+
+func (g *Gateway) publishProviderStates(s *snapshot) {
+	now := time.Now()
+	states := make([]metrics.ProviderState, len(s.providers))
+	for i, p := range s.providers {
+		states[i] = metrics.ProviderState{Name: p.cfg.Name, Up: p.health.Available(now)}
+	}
+	g.m.SetProviders(states)
+}
+
+func (g *Gateway) logChanges(old, cur *config.Config) {
+	before := map[string]string{}
+	for _, p := range old.Providers {
+		before[p.Name] = fingerprint(p) + fmt.Sprint(p.Enabled, p.Weight)
+	}
+	var added, changed, removed []string
+	for _, p := range cur.Providers {
+		fp, ok := before[p.Name]
+		switch {
+		case !ok:
+			added = append(added, p.Name)
+		case fp != fingerprint(p)+fmt.Sprint(p.Enabled, p.Weight):
+			changed = append(changed, p.Name)
+		}
+		delete(before, p.Name)
+	}
+	for n := range before {
+		removed = append(removed, n)
+	}
+	sort.Strings(removed)
+	g.log.Info("config applied", zap.Int64("generation", g.gen), zap.Strings("added", added),
+		zap.Strings("changed", changed), zap.Strings("removed", removed))
+	if old.Server.Listen != cur.Server.Listen {
+		g.log.Warn("server.listen changed: restart ralf to listen on the new address",
+			zap.String("listening", old.Server.Listen), zap.String("configured", cur.Server.Listen))
+	}
+	if old.Store != cur.Store {
+		g.log.Warn("store changed: restart ralf to use the new store")
+	}
+}
+
+// fingerprint identifies a provider's settings; health and counters are kept across a
+// reload only when it is unchanged. Weight and enabled are not part of it.
+func fingerprint(p config.Provider) string {
+	h := sha256.New()
+	b, _ := json.Marshal([]any{p.Name, p.Dialect, p.BaseURL, p.Model, p.APIKey, p.Timeout, p.Headers, p.Params})
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// clientFor returns the shared client for an upstream host, creating it once; its
+// connection pool is kept across reloads.
+func (g *Gateway) clientFor(base string) (*http.Client, error) {
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("invalid URL")
+	}
+	key := u.Scheme + "://" + u.Host
+	if c := g.clients[key]; c != nil {
+		return c, nil
+	}
+	c := &http.Client{Transport: newTransport()}
+	g.clients[key] = c
+	return c, nil
+}
+
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// Compressed SSE would be buffered by the decompressor; ask upstreams for identity.
+		DisableCompression: true,
+	}
+}
+
+// Close releases idle upstream connections.
+func (g *Gateway) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, c := range g.clients {
+		c.CloseIdleConnections()
+	}
+}

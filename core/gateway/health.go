@@ -1,0 +1,79 @@
+package gateway
+
+import (
+	"net/http"
+	"time"
+)
+
+type healthProvider struct {
+	Name          string     `json:"name"`
+	Dialect       string     `json:"dialect"`
+	Model         string     `json:"model"`
+	State         string     `json:"state"`
+	CooldownUntil *time.Time `json:"cooldownUntil,omitempty"`
+}
+
+type healthBody struct {
+	Status           string           `json:"status"`
+	Services         []string         `json:"services"`
+	AuthEnabled      bool             `json:"authEnabled"`
+	RateLimitEnabled bool             `json:"rateLimitEnabled"`
+	Timestamp        time.Time        `json:"timestamp"`
+	Providers        []healthProvider `json:"providers"`
+	Config           *configStatus    `json:"config"`
+}
+
+// serveHealth is GET /health: "ok", "degraded" when an enabled provider is cooling
+// down, and 503 "down" when none can serve. No secrets.
+func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request, s *snapshot) {
+	now := time.Now()
+	b := healthBody{
+		Services:         s.names(),
+		AuthEnabled:      s.cfg.Auth.Enabled,
+		RateLimitEnabled: s.cfg.Limits.Rate.Enabled,
+		Timestamp:        now.UTC(),
+		Providers:        make([]healthProvider, 0, len(s.providers)),
+		Config:           g.status.Load(),
+	}
+	up := 0
+	for _, p := range s.providers {
+		hp := healthProvider{Name: p.cfg.Name, Dialect: p.cfg.Dialect, Model: p.cfg.Model, State: "up"}
+		if until, cooling := p.health.CooldownUntil(now); cooling {
+			u := until.UTC()
+			hp.State, hp.CooldownUntil = "cooldown", &u
+		} else {
+			up++
+		}
+		b.Providers = append(b.Providers, hp)
+	}
+	status := http.StatusOK
+	switch {
+	case up == 0:
+		b.Status, status = "down", http.StatusServiceUnavailable
+	case up < len(s.providers):
+		b.Status = "degraded"
+	default:
+		b.Status = "ok"
+	}
+	writeJSON(w, status, b)
+}
+
+type modelEntry struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+	Model   string `json:"model"`
+	Dialect string `json:"dialect"`
+}
+
+// serveModels is GET /v1/models: one entry per enabled provider (id = provider name),
+// plus "auto" for the ring.
+func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, s *snapshot) {
+	data := make([]modelEntry, 0, len(s.providers)+1)
+	data = append(data, modelEntry{ID: "auto", Object: "model", OwnedBy: "ralf", Model: "round robin over all providers"})
+	for _, p := range s.providers {
+		data = append(data, modelEntry{ID: p.cfg.Name, Object: "model", OwnedBy: p.cfg.Name, Model: p.cfg.Model, Dialect: p.cfg.Dialect})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}

@@ -1,0 +1,101 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/ralf-gateway/ralf/core/apierr"
+	"github.com/ralf-gateway/ralf/core/auth"
+	"github.com/ralf-gateway/ralf/core/metrics"
+	"github.com/ralf-gateway/ralf/core/middleware"
+)
+
+// routes builds the handler of one generation: its middleware are built from that
+// generation's config, so a reload changes auth, limits and CORS all at once.
+func (g *Gateway) routes(s *snapshot) http.Handler {
+	cfg := s.cfg
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		apierr.Write(w, r, http.StatusNotFound, "Not found: "+r.Method+" "+r.URL.Path)
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		apierr.Write(w, r, http.StatusMethodNotAllowed, "Method "+r.Method+" not allowed on "+r.URL.Path)
+	})
+
+	authn := auth.Authenticate(cfg.Auth, g.keys, g.log.Named("auth"))
+	limit := auth.RateLimit(cfg.Limits.Rate, g.store, g.log.Named("ratelimit"), auth.RateHooks{
+		OnLimited:    g.m.RateLimited,
+		OnStoreError: g.m.StoreError,
+	})
+	r.Handle("/chat", middleware.Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.serveChat(w, r, s)
+	}), authn, limit)).Methods(http.MethodPost)
+	r.Handle("/v1/chat/completions", middleware.Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.serveOpenAI(w, r, s)
+	}), authn, limit)).Methods(http.MethodPost)
+	r.Handle("/v1/models", middleware.Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.serveModels(w, r, s)
+	}), authn)).Methods(http.MethodGet)
+	r.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) { g.serveHealth(w, r, s) }).Methods(http.MethodGet, http.MethodHead)
+	var metricsH http.Handler = g.m.Handler(metrics.HandlerOptions{})
+	if cfg.Auth.ProtectMetrics {
+		metricsH = auth.RequireMaster(cfg.Auth)(metricsH)
+	}
+	r.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.publishProviderStates(s) // cooldowns end by time: refresh provider_up at scrape
+		metricsH.ServeHTTP(w, r)
+	})).Methods(http.MethodGet)
+	if g.keys != nil {
+		r.PathPrefix("/admin/keys").Handler(auth.RequireMaster(cfg.Auth)(auth.AdminHandler(g.keys)))
+	}
+	r.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{
+			"name":      "ralf",
+			"endpoints": []string{"POST /chat", "POST /v1/chat/completions", "GET /v1/models", "GET /health", "GET /metrics", "/admin/keys"},
+		})
+	}).Methods(http.MethodGet)
+
+	return middleware.Chain(r,
+		middleware.Recover(g.log),
+		middleware.AccessLog(g.log.Named("access"), g.record),
+		auth.CORS(cfg.CORS),
+	)
+}
+
+// record feeds a finished chat request into the metrics.
+func (g *Gateway) record(in *middleware.Info, status int, dur time.Duration) {
+	if !in.Chat {
+		return
+	}
+	overhead := dur - in.UpstreamWait
+	if overhead < 0 {
+		overhead = 0
+	}
+	g.m.Request(metrics.Record{
+		Provider: in.Provider, Outcome: in.Outcome, Status: status, Duration: dur, TTFB: in.TTFB,
+		Overhead: overhead, Attempts: in.Attempts, TokensIn: in.TokensIn, TokensOut: in.TokensOut, Client: in.Client,
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"Internal server error","status":500}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// wantsText reports whether /chat should use seed 000's raw text framing.
+func wantsText(r *http.Request) bool {
+	if f := r.URL.Query().Get("format"); f != "" {
+		return f == "text"
+	}
+	a := r.Header.Get("Accept")
+	return strings.Contains(a, "text/plain") && !strings.Contains(a, "text/event-stream")
+}

@@ -1,0 +1,146 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+const limitsYAML = `
+server: {max_body_bytes: 2048}
+providers:
+  - {name: up, base_url: "{{MOCK}}/v1", model: mock}
+limits: {max_messages: 3, max_message_chars: 20}
+store: memory://
+`
+
+func TestBadRequestsGetClearJSONErrors(t *testing.T) {
+	e := newEnv(t, limitsYAML)
+	big := `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 3000) + `"}]}`
+	cases := []struct {
+		name, method, path, body, ctype string
+		status                          int
+		msg                             string
+	}{
+		{"malformed JSON says where", "POST", "/chat", "{\"messages\": [\n{\"role\": \"user\",, }]}", "application/json", 400, "line 2, column"},
+		{"truncated JSON", "POST", "/chat", `{"messages":[`, "application/json", 400, "unexpected end"},
+		{"empty body", "POST", "/chat", ``, "application/json", 400, "empty"},
+		{"not an object", "POST", "/chat", `[1,2]`, "application/json", 400, "must be an object"},
+		{"messages missing", "POST", "/chat", `{}`, "application/json", 400, "messages is required"},
+		{"messages empty (seed message)", "POST", "/chat", `{"messages":[]}`, "application/json", 400, "messages array cannot be empty"},
+		{"messages not an array", "POST", "/chat", `{"messages":"hi"}`, "application/json", 400, "must be an array"},
+		{"too many messages", "POST", "/chat", `{"messages":[{"role":"user","content":"a"},{"role":"user","content":"a"},{"role":"user","content":"a"},{"role":"user","content":"a"}]}`, "application/json", 400, "too many messages"},
+		{"bad role", "POST", "/chat", `{"messages":[{"role":"tool","content":"a"}]}`, "application/json", 400, "role must be one of system, user, assistant"},
+		{"missing role", "POST", "/chat", `{"messages":[{"content":"a"}]}`, "application/json", 400, "role is required"},
+		{"content not a string", "POST", "/chat", `{"messages":[{"role":"user","content":5}]}`, "application/json", 400, "content must be a string"},
+		{"content missing", "POST", "/chat", `{"messages":[{"role":"user"}]}`, "application/json", 400, "content is required"},
+		{"content too long", "POST", "/chat", `{"messages":[{"role":"user","content":"` + strings.Repeat("é", 21) + `"}]}`, "application/json", 400, "too long"},
+		{"image part refused", "POST", "/chat", `{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, "application/json", 400, "only text parts"},
+		{"bad temperature", "POST", "/chat", `{"temperature":7,"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "temperature"},
+		{"too large", "POST", "/chat", big, "application/json", 413, "too large"},
+		{"wrong content type", "POST", "/chat", hello, "multipart/form-data; boundary=x", 415, "Content-Type"},
+		{"wrong method", "GET", "/chat", "", "", 405, "not allowed"},
+		{"unknown path", "GET", "/nope", "", "", 404, "Not found"},
+		{"v1 bad JSON", "POST", "/v1/chat/completions", `{"model":}`, "application/json", 400, "malformed JSON"},
+		{"v1 n>1", "POST", "/v1/chat/completions", `{"n":2,"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "n must be 1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.mock.Requests()
+			req, _ := http.NewRequest(tc.method, e.srv.URL+tc.path, strings.NewReader(tc.body))
+			if tc.ctype != "" {
+				req.Header.Set("Content-Type", tc.ctype)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.status)
+			}
+			if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("Content-Type %q", ct)
+			}
+			var msg string
+			if strings.HasPrefix(tc.path, "/v1") {
+				var b struct {
+					Error struct{ Message, Type, Code string } `json:"error"`
+				}
+				if err := json.NewDecoder(res.Body).Decode(&b); err != nil {
+					t.Fatal(err)
+				}
+				msg = b.Error.Message
+				if b.Error.Type == "" || b.Error.Code == "" {
+					t.Fatalf("OpenAI error without type/code: %+v", b)
+				}
+			} else {
+				var b struct {
+					Error  string `json:"error"`
+					Status int    `json:"status"`
+				}
+				if err := json.NewDecoder(res.Body).Decode(&b); err != nil {
+					t.Fatal(err)
+				}
+				if b.Status != tc.status {
+					t.Fatalf("body status %d, want %d", b.Status, tc.status)
+				}
+				msg = b.Error
+			}
+			if !strings.Contains(msg, tc.msg) {
+				t.Fatalf("message %q does not contain %q", msg, tc.msg)
+			}
+			if e.mock.Requests() != before {
+				t.Fatal("a rejected request reached the upstream")
+			}
+		})
+	}
+}
+
+// TestCurlDefaultContentType: `curl -d` sends application/x-www-form-urlencoded; the
+// README's quick start relies on /chat accepting it when the body is JSON.
+func TestCurlDefaultContentType(t *testing.T) {
+	e := newEnv(t, limitsYAML)
+	r := e.chat(hello, "Content-Type", "application/x-www-form-urlencoded")
+	if r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+}
+
+func TestTextPartsAccepted(t *testing.T) {
+	e := newEnv(t, limitsYAML)
+	r := e.do("POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":[{"type":"text","text":"Hel"},{"type":"text","text":"lo"}]}]}`)
+	if r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if got := e.mock.LastRequest().Body; !strings.Contains(string(got), `"Hello"`) {
+		t.Fatalf("upstream got %s, want the joined text parts", got)
+	}
+}
+
+// FuzzDecode: any body gets a JSON answer with a sane status, never a panic.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{hello, `{"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}]}`,
+		`{"messages":null}`, `{"messages":[{"role":null}]}`, `{"temperature":"x"}`, "\x00", `{"messages":[{"role":"user","content":"\ud800"}]}`} {
+		f.Add(s)
+	}
+	e := newEnv(f, `
+providers:
+  - {name: up, base_url: "{{MOCK}}/v1", model: mock+chunks=1}
+store: memory://
+`)
+	f.Fuzz(func(t *testing.T, body string) {
+		e := *e
+		e.t = t
+		for _, path := range []string{"/chat", "/v1/chat/completions"} {
+			r := e.do("POST", path, body)
+			if r.status != 200 && r.status != 400 && r.status != 404 && r.status != 413 {
+				t.Fatalf("%s: status %d for %q: %s", path, r.status, body, r.body)
+			}
+			if r.status != 200 && !json.Valid([]byte(r.body)) {
+				t.Fatalf("%s: non-JSON error %q", path, r.body)
+			}
+		}
+	})
+}
