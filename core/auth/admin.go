@@ -78,7 +78,12 @@ func adminCreate(w http.ResponseWriter, r *http.Request, keys *Keys) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store") // the secret must not sit in any cache
-	writeAdminJSON(w, http.StatusOK, map[string]any{"success": true, "apiKey": secret, "id": k.ID, "name": k.Name})
+	writeAdminJSON(w, http.StatusOK, struct {
+		Success bool   `json:"success"`
+		APIKey  string `json:"apiKey"`
+		ID      string `json:"id"`
+		Name    string `json:"name"`
+	}{true, secret, k.ID, k.Name})
 }
 
 func adminList(w http.ResponseWriter, r *http.Request, keys *Keys) {
@@ -92,7 +97,10 @@ func adminList(w http.ResponseWriter, r *http.Request, keys *Keys) {
 	if list == nil {
 		list = []store.Key{}
 	}
-	writeAdminJSON(w, http.StatusOK, map[string]any{"success": true, "keys": list})
+	writeAdminJSON(w, http.StatusOK, struct {
+		Success bool        `json:"success"`
+		Keys    []store.Key `json:"keys"`
+	}{true, list})
 }
 
 func adminRevoke(w http.ResponseWriter, r *http.Request, keys *Keys, pathID string) {
@@ -122,7 +130,9 @@ func adminRevoke(w http.ResponseWriter, r *http.Request, keys *Keys, pathID stri
 	defer cancel()
 	switch err := keys.Revoke(ctx, target); {
 	case err == nil:
-		writeAdminJSON(w, http.StatusOK, map[string]any{"success": true})
+		writeAdminJSON(w, http.StatusOK, struct {
+			Success bool `json:"success"`
+		}{true})
 	case errors.Is(err, store.ErrNotFound):
 		adminError(w, http.StatusNotFound, "API key not found")
 	default:
@@ -150,7 +160,10 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) 
 }
 
 func adminError(w http.ResponseWriter, status int, msg string) {
-	writeAdminJSON(w, status, map[string]any{"success": false, "error": msg})
+	writeAdminJSON(w, status, struct {
+		Success bool   `json:"success"`
+		Error   string `json:"error"`
+	}{false, msg})
 }
 
 func writeAdminJSON(w http.ResponseWriter, status int, v any) {

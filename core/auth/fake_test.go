@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ type fakeStore struct {
 	now     func() time.Time
 
 	down        atomic.Bool
+	echo        atomic.Bool // errors quote their input, like a careless backend might
 	lookups     atomic.Int64
 	usageCalls  atomic.Int64
 	usageRecord []store.Usage
@@ -75,6 +77,9 @@ func (f *fakeStore) ListKeys(context.Context) ([]store.Key, error) {
 
 func (f *fakeStore) RevokeKey(_ context.Context, idOrSecret string) error {
 	if f.down.Load() {
+		if f.echo.Load() {
+			return fmt.Errorf("revoke %q: %w", idOrSecret, errDown)
+		}
 		return errDown
 	}
 	f.mu.Lock()
@@ -92,6 +97,9 @@ func (f *fakeStore) RevokeKey(_ context.Context, idOrSecret string) error {
 func (f *fakeStore) LookupKey(_ context.Context, secret string) (store.Key, bool, error) {
 	f.lookups.Add(1)
 	if f.down.Load() {
+		if f.echo.Load() {
+			return store.Key{}, false, fmt.Errorf("lookup %q: %w", secret, errDown)
+		}
 		return store.Key{}, false, errDown
 	}
 	f.mu.Lock()
