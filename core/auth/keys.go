@@ -79,11 +79,12 @@ type Keys struct {
 	log  *zap.Logger
 	opts KeysOptions
 
-	mu   sync.Mutex
-	pos  map[[32]byte]*posEntry           // by sha256 of the secret: the secret itself is not kept
-	byID map[string]map[[32]byte]struct{} // key id → digests, for invalidation by id
-	neg  map[[32]byte]time.Time           // unknown keys → expiry
-	gen  uint64                           // bumped by every invalidation: a lookup racing one is not cached
+	mu      sync.Mutex
+	pos     map[[32]byte]*posEntry           // by sha256 of the secret: the secret itself is not kept
+	byID    map[string]map[[32]byte]struct{} // key id → digests, for invalidation by id
+	neg     map[[32]byte]time.Time           // unknown keys → expiry
+	gen     uint64                           // bumped by every invalidation: a lookup racing one is not cached
+	flights map[[32]byte]*flight             // lookups in progress
 
 	umu   sync.Mutex
 	usage map[string]*store.Usage // pending, by key id
@@ -108,8 +109,9 @@ func NewKeys(st store.Store, log *zap.Logger, opts KeysOptions) *Keys {
 	k := &Keys{
 		st: st, log: log, opts: opts,
 		pos: map[[32]byte]*posEntry{}, byID: map[string]map[[32]byte]struct{}{}, neg: map[[32]byte]time.Time{},
-		usage: map[string]*store.Usage{},
-		stop:  make(chan struct{}),
+		flights: map[[32]byte]*flight{},
+		usage:   map[string]*store.Usage{},
+		stop:    make(chan struct{}),
 	}
 	var inv <-chan string
 	if st != nil {
@@ -162,7 +164,8 @@ func (k *Keys) Authenticate(ctx context.Context, secret string) (Client, error) 
 	now := k.opts.Now()
 
 	k.mu.Lock()
-	if e := k.pos[d]; e != nil && now.Before(e.expires) {
+	e := k.pos[d]
+	if e != nil && now.Before(e.expires) {
 		key := e.key
 		k.mu.Unlock()
 		return k.use(key, now), nil
@@ -171,46 +174,90 @@ func (k *Keys) Authenticate(ctx context.Context, secret string) (Client, error) 
 		k.mu.Unlock()
 		return Client{}, ErrInvalidKey
 	}
+	f := k.flights[d]
+	if f != nil && e != nil {
+		// Another request is already asking the store about this known key:
+		// serve the entry meanwhile instead of queueing behind it.
+		key := e.key
+		k.mu.Unlock()
+		return k.use(key, now), nil
+	}
+	leader := f == nil
+	if leader {
+		f = &flight{done: make(chan struct{})}
+		k.flights[d] = f
+	}
+	f.waiters++
 	gen := k.gen
 	k.mu.Unlock()
 
-	lctx, cancel := context.WithTimeout(ctx, k.opts.StoreTimeout)
-	key, ok, err := k.st.LookupKey(lctx, secret)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			// The client went away: not the store's fault, nobody reads the answer.
-			return Client{}, fmt.Errorf("lookup key: %w", ctx.Err())
-		}
-		k.storeError(&k.lookupErrs, "lookup_key", err, secret)
-		k.mu.Lock()
-		e := k.pos[d]
-		var stale store.Key
-		if e != nil {
-			stale = e.key
-		}
-		k.mu.Unlock()
-		if e != nil {
-			return k.use(stale, now), nil
-		}
-		return Client{}, ErrStoreUnavailable
+	if leader {
+		k.lookup(ctx, f, d, secret, gen)
 	}
-	k.storeRecovered(&k.lookupErrs, "lookup_key")
-
-	k.mu.Lock()
-	if k.gen == gen { // no invalidation raced this lookup: its answer may be cached
-		if ok {
-			k.putPos(d, key, now.Add(k.opts.TTL))
-		} else {
-			k.dropDigest(d)
-			k.putNeg(d, now.Add(k.opts.NegativeTTL), now)
-		}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return Client{}, fmt.Errorf("lookup key: %w", ctx.Err())
 	}
-	k.mu.Unlock()
-	if !ok {
+	if f.err != nil {
+		return Client{}, f.err
+	}
+	if !f.ok {
 		return Client{}, ErrInvalidKey
 	}
-	return k.use(key, now), nil
+	return k.use(f.key, now), nil
+}
+
+// flight is one store lookup shared by the requests that need the same key at
+// once, so a popular key whose entry expires costs one store call, not a stampede.
+type flight struct {
+	done    chan struct{}
+	key     store.Key
+	ok      bool
+	err     error
+	waiters int // requests sharing it (tests)
+}
+
+// staleRetry is how long a known key is served from cache after a failed
+// lookup before the store is asked again, so a hanging store slows one request
+// per interval rather than all of them.
+const staleRetry = time.Second
+
+// lookup asks the store and fills f and the cache; the lookup is detached from
+// the leader's cancellation because other requests wait on it.
+func (k *Keys) lookup(ctx context.Context, f *flight, d [32]byte, secret string, gen uint64) {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.opts.StoreTimeout)
+	key, ok, err := k.st.LookupKey(lctx, secret)
+	cancel()
+	now := k.opts.Now()
+	if err != nil {
+		k.storeError(&k.lookupErrs, "lookup_key", err, secret)
+	} else {
+		k.storeRecovered(&k.lookupErrs, "lookup_key")
+	}
+
+	k.mu.Lock()
+	delete(k.flights, d)
+	switch {
+	case err != nil:
+		if e := k.pos[d]; e != nil { // stale-if-error
+			f.key, f.ok = e.key, true
+			e.expires = now.Add(min(staleRetry, k.opts.TTL))
+		} else {
+			f.err = ErrStoreUnavailable
+		}
+	case k.gen != gen:
+		// An invalidation raced this lookup: answer this request with it, cache nothing.
+		f.key, f.ok = key, ok
+	case ok:
+		f.key, f.ok = key, true
+		k.putPos(d, key, now.Add(k.opts.TTL))
+	default:
+		k.dropDigest(d)
+		k.putNeg(d, now.Add(k.opts.NegativeTTL), now)
+	}
+	k.mu.Unlock()
+	close(f.done)
 }
 
 // use counts one request for key and returns its Client.

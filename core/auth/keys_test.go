@@ -231,14 +231,24 @@ func TestKeysStoreDown(t *testing.T) {
 			t.Fatalf("unknown key with store down: err = %v, want ErrStoreUnavailable", err)
 		}
 	}
-	if n := errs.get("lookup_key"); n != 40 {
-		t.Errorf("OnStoreError(lookup_key) = %d, want 40 (every failure counted)", n)
+	// The known key asks the failing store once, then is served for staleRetry
+	// without asking; each unknown key asks every time.
+	if n := errs.get("lookup_key"); n != 21 {
+		t.Errorf("OnStoreError(lookup_key) = %d, want 21 (1 for the known key, 20 for unknown ones)", n)
+	}
+	clk.Add(staleRetry)
+	if _, err := k.Authenticate(ctx, known); err != nil {
+		t.Fatalf("known key after staleRetry with store down: %v", err)
+	}
+	if n := errs.get("lookup_key"); n != 22 {
+		t.Errorf("OnStoreError(lookup_key) = %d after staleRetry, want 22 (store asked again)", n)
 	}
 	if n := logs.FilterMessageSnippet("key store unavailable").Len(); n != 1 {
 		t.Errorf("store-down log lines = %d for one burst, want 1", n)
 	}
 
 	st.down.Store(false)
+	clk.Add(staleRetry)
 	if _, err := k.Authenticate(ctx, known); err != nil {
 		t.Fatalf("store back: %v", err)
 	}
@@ -374,5 +384,107 @@ func TestKeysNegativeCacheBounded(t *testing.T) {
 	k.mu.Unlock()
 	if n > 8 {
 		t.Errorf("negative cache holds %d entries, cap is 8", n)
+	}
+}
+
+// blockingStore holds LookupKey until released.
+type blockingStore struct {
+	*fakeStore
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingStore) LookupKey(ctx context.Context, secret string) (store.Key, bool, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return b.fakeStore.LookupKey(ctx, secret)
+}
+
+func TestKeysConcurrentLookupsShared(t *testing.T) {
+	ctx := context.Background()
+	fs := newFakeStore(false)
+	bs := &blockingStore{fakeStore: fs, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	k, _ := newTestKeys(t, bs, KeysOptions{})
+	secret, key := mustCreate(t, k, "popular")
+
+	const n = 20
+	errs := make(chan error, n)
+	go func() {
+		_, err := k.Authenticate(ctx, secret)
+		errs <- err
+	}()
+	<-bs.entered // the first request is in the store
+	for i := 1; i < n; i++ {
+		go func() {
+			_, err := k.Authenticate(ctx, secret)
+			errs <- err
+		}()
+	}
+	d := digest(secret)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		k.mu.Lock()
+		w := k.flights[d].waiters
+		k.mu.Unlock()
+		if w == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d requests joined the lookup", w, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(bs.release)
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fs.lookups.Load(); got != 1 {
+		t.Errorf("store lookups = %d for %d concurrent requests, want 1", got, n)
+	}
+	k.umu.Lock()
+	reqs := k.usage[key.ID].Requests
+	k.umu.Unlock()
+	if reqs != n {
+		t.Errorf("usage = %d, want %d (each request counted)", reqs, n)
+	}
+}
+
+func TestKeysServesKnownKeyWhileRefreshing(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	fs := newFakeStore(false)
+	bs := &blockingStore{fakeStore: fs, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	k, _ := newTestKeys(t, bs, KeysOptions{TTL: time.Second, Now: clk.Now})
+	secret, _ := mustCreate(t, k, "app")
+
+	first := make(chan error, 1)
+	go func() { _, err := k.Authenticate(ctx, secret); first <- err }()
+	<-bs.entered
+	close(bs.release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+
+	clk.Add(2 * time.Second) // expired: the next request refreshes it
+	bs.release = make(chan struct{})
+	refresh := make(chan error, 1)
+	go func() { _, err := k.Authenticate(ctx, secret); refresh <- err }()
+	<-bs.entered
+	// The store is stuck on the refresh: another request is answered from the entry.
+	done := make(chan error, 1)
+	go func() { _, err := k.Authenticate(ctx, secret); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("request queued behind the refresh of a known key")
+	}
+	close(bs.release)
+	if err := <-refresh; err != nil {
+		t.Fatal(err)
 	}
 }
