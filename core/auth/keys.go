@@ -406,6 +406,9 @@ func (k *Keys) mergeUsage(b store.Usage) {
 
 // Create makes a new managed key; the secret is returned once and never stored in clear.
 func (k *Keys) Create(ctx context.Context, name string) (string, store.Key, error) {
+	if k.st == nil {
+		return "", store.Key{}, fmt.Errorf("create key: %w", errNoStore)
+	}
 	secret, key, err := k.st.CreateKey(ctx, name)
 	if err != nil {
 		k.storeError(nil, "create_key", err, "")
@@ -419,6 +422,9 @@ func (k *Keys) Create(ctx context.Context, name string) (string, store.Key, erro
 
 // List returns every key with usage counts that are not flushed yet added in.
 func (k *Keys) List(ctx context.Context) ([]store.Key, error) {
+	if k.st == nil {
+		return nil, fmt.Errorf("list keys: %w", errNoStore)
+	}
 	k.flushMu.Lock() // a flush in flight would hide its counts from both sides
 	defer k.flushMu.Unlock()
 	keys, err := k.st.ListKeys(ctx)
@@ -446,6 +452,9 @@ func (k *Keys) Revoke(ctx context.Context, idOrSecret string) error {
 	idOrSecret = strings.TrimSpace(idOrSecret)
 	if idOrSecret == "" {
 		return store.ErrNotFound
+	}
+	if k.st == nil {
+		return fmt.Errorf("revoke key: %w", errNoStore)
 	}
 	if err := k.st.RevokeKey(ctx, idOrSecret); err != nil {
 		if errors.Is(err, store.ErrNotFound) {

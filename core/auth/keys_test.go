@@ -488,3 +488,21 @@ func TestKeysServesKnownKeyWhileRefreshing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestKeysWithoutStore(t *testing.T) {
+	ctx := context.Background()
+	k := NewKeys(nil, nil, KeysOptions{})
+	defer k.Close()
+	if _, err := k.Authenticate(ctx, "sk_x"); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("Authenticate: %v, want ErrInvalidKey", err)
+	}
+	if _, _, err := k.Create(ctx, "x"); err == nil {
+		t.Error("Create without a store: want an error")
+	}
+	if _, err := k.List(ctx); err == nil {
+		t.Error("List without a store: want an error")
+	}
+	if err := k.Revoke(ctx, "x"); err == nil {
+		t.Error("Revoke without a store: want an error")
+	}
+}
