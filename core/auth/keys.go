@@ -79,7 +79,7 @@ type Keys struct {
 	log  *zap.Logger
 	opts KeysOptions
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	pos     map[[32]byte]*posEntry           // by sha256 of the secret: the secret itself is not kept
 	byID    map[string]map[[32]byte]struct{} // key id → digests, for invalidation by id
 	neg     map[[32]byte]time.Time           // unknown keys → expiry
@@ -162,6 +162,15 @@ func (k *Keys) Authenticate(ctx context.Context, secret string) (Client, error) 
 	}
 	d := digest(secret)
 	now := k.opts.Now()
+
+	// Fast path: a fresh entry, under the read lock only.
+	k.mu.RLock()
+	if e := k.pos[d]; e != nil && now.Before(e.expires) {
+		key := e.key
+		k.mu.RUnlock()
+		return k.use(key, now), nil
+	}
+	k.mu.RUnlock()
 
 	k.mu.Lock()
 	e := k.pos[d]
