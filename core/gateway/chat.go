@@ -250,6 +250,18 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	buf := (*bp)[:0]
 	defer func() { *bp = buf[:0]; bufPool.Put(bp) }()
 	rc := http.NewResponseController(w)
+	// With a stream that says when it is about to wait for the network, flush then:
+	// one write per burst of upstream data instead of one per chunk.
+	dirty := false
+	wn, coalesce := st.(llm.WaitNotifier)
+	if coalesce {
+		wn.SetBeforeWait(func() {
+			if dirty {
+				dirty = false
+				_ = rc.Flush()
+			}
+		})
+	}
 	committed := false
 	var usage *llm.Usage
 	var usageVal llm.Usage
@@ -305,6 +317,10 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		if _, werr := w.Write(buf); werr != nil {
 			in.Outcome, in.Err = "cancelled", "client closed the connection"
 			return attemptResult{committed: true, err: werr}
+		}
+		if coalesce {
+			dirty = true
+			continue
 		}
 		if ferr := rc.Flush(); ferr != nil {
 			in.Outcome, in.Err = "cancelled", "client closed the connection"

@@ -70,6 +70,14 @@ type Stream interface {
 	Close() error
 }
 
+// WaitNotifier is implemented by streams that can say when they are about to wait
+// for the network: fn runs on the Recv caller's goroutine right before any read that
+// may block. The gateway then flushes once per burst of upstream data instead of once
+// per chunk, which saves a write syscall per chunk without delaying anything.
+type WaitNotifier interface {
+	SetBeforeWait(fn func())
+}
+
 // Deps is what the gateway hands a Factory.
 type Deps struct {
 	// Client is shared per upstream host and kept across reloads; it has no overall

@@ -27,7 +27,14 @@ type Reader struct {
 	hasData bool
 	skipLF  bool // the previous line ended with a lone '\r': a following '\n' belongs to it
 	line    []byte
+	wait    func()
 }
+
+// SetBeforeWait registers fn to run each time the reader has nothing buffered and is
+// about to wait for the network. A gateway uses it to flush what it has written so
+// far exactly when no more upstream data is at hand: several events that arrived
+// together then leave in one write, and nothing waits behind a blocked read.
+func (r *Reader) SetBeforeWait(fn func()) { r.wait = fn }
 
 // NewReader reads events from r; maxEvent bounds the size of one event (0 = 1 MiB).
 func NewReader(r io.Reader, maxEvent int) *Reader {
@@ -102,6 +109,9 @@ func (r *Reader) readLine() ([]byte, error) {
 	r.line = r.line[:0]
 	for {
 		if r.br.Buffered() == 0 {
+			if r.wait != nil {
+				r.wait()
+			}
 			if _, err := r.br.Peek(1); err != nil {
 				if err == io.EOF && len(r.line) > 0 {
 					return r.line, nil

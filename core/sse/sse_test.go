@@ -102,3 +102,34 @@ func FuzzReader(f *testing.F) {
 		t.Fatal("reader did not terminate")
 	})
 }
+
+// TestBeforeWaitRunsOnlyWhenNothingIsBuffered: events that arrived together are read
+// without the hook; it runs right before the reader would block.
+func TestBeforeWaitRunsOnlyWhenNothingIsBuffered(t *testing.T) {
+	pr, pw := io.Pipe()
+	r := NewReader(pr, 0)
+	waits := 0
+	r.SetBeforeWait(func() { waits++ })
+	go func() {
+		pw.Write([]byte("data: a\n\ndata: b\n\n"))
+		pw.Write([]byte("data: c\n\n"))
+		pw.Close()
+	}()
+	var got []string
+	var waitsAt []int
+	for {
+		e, err := r.Next()
+		if err != nil {
+			break
+		}
+		got = append(got, string(e.Data))
+		waitsAt = append(waitsAt, waits)
+	}
+	if strings.Join(got, ",") != "a,b,c" {
+		t.Fatalf("events %v", got)
+	}
+	// a: one wait (empty buffer at start); b: none more (already buffered); c: one more.
+	if waitsAt[0] != 1 || waitsAt[1] != 1 || waitsAt[2] != 2 {
+		t.Fatalf("hook counts at each event %v, want [1 1 2]", waitsAt)
+	}
+}

@@ -39,6 +39,7 @@ type stream struct {
 	finish   string // the finish reason last returned, so repeats are not returned again
 	pending  error  // returned by the next Recv (an error chunk's usage went first)
 	err      error  // terminal: every later Recv returns it (only Recv writes it)
+	wait     func() // llm.WaitNotifier: runs before a read that may block
 
 	// Close may come from another goroutine to unblock a Recv, so it only touches these.
 	closed  atomic.Bool
@@ -154,9 +155,20 @@ func (s *stream) fail(err error) error {
 // drain reads what little may follow [DONE] so that the body reaches EOF and the
 // connection is reused; an upstream that keeps sending is cut after drainWait.
 func (s *stream) drain() {
+	if s.wait != nil {
+		s.wait() // what the gateway wrote must not wait behind this read
+	}
 	t := time.AfterFunc(drainWait, s.cancel)
 	_, _ = io.CopyN(io.Discard, s.body, drainMax)
 	t.Stop()
+}
+
+var _ llm.WaitNotifier = (*stream)(nil)
+
+// SetBeforeWait implements llm.WaitNotifier.
+func (s *stream) SetBeforeWait(fn func()) {
+	s.wait = fn
+	s.rd.SetBeforeWait(fn)
 }
 
 // Close aborts the upstream request if it is still running; a Recv blocked in
