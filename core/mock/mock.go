@@ -1,19 +1,18 @@
 // Package mock is the built-in mock upstream: the OpenAI dialect under /v1 and the
-// Gemini dialect under /v1beta, with deterministic answers and fault injection. The
-// same code serves `ralf demo`, `ralf mock`, the tests and the benchmarks.
+// Gemini dialect under /v1beta, with deterministic answers and fault injection
+// directives. The same code serves `ralf demo`, `ralf mock`, the tests and the
+// benchmarks.
 package mock
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,14 +21,17 @@ import (
 	"go.uber.org/zap"
 )
 
+// maxBody bounds a request body the mock reads.
+const maxBody = 8 << 20
+
 // Options configure the mock.
 type Options struct {
-	FixtureDir string // where fixture=NAME files are read from (../shared/fixtures/upstream)
-	Chunks     int    // default number of content chunks (20)
-	Logger     *zap.Logger
+	FixtureDir string      // where fixture=NAME files are read from (../shared/fixtures/upstream); "" = none
+	Chunks     int         // content chunks per answer when no chunks= directive says otherwise (0 = 20)
+	Logger     *zap.Logger // nil = no logs
 }
 
-// Recorded is a request the mock received.
+// Recorded is a request the mock received, for tests to assert what a gateway sent.
 type Recorded struct {
 	Method string
 	Path   string
@@ -38,14 +40,22 @@ type Recorded struct {
 	Body   []byte
 }
 
-// Handler is the mock upstream as an http.Handler.
+// Handler is the mock upstream as an http.Handler. Use Start or Listen for one that
+// listens on TCP.
 type Handler struct {
 	opts     Options
+	log      *zap.Logger
 	requests atomic.Int64
 	streams  atomic.Int64
-	mu       sync.Mutex
-	last     Recorded
+
+	mu   sync.Mutex
+	last Recorded
+
+	cache    answerCache
+	fixtures sync.Map // file name → []byte; fixtures are read-only, so read once
 }
+
+var _ http.Handler = (*Handler)(nil)
 
 // New returns the mock handler.
 func New(opts Options) *Handler {
@@ -55,27 +65,33 @@ func New(opts Options) *Handler {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &Handler{opts: opts}
+	return &Handler{opts: opts, log: opts.Logger.Named("mock")}
 }
 
-// Requests counts the chat requests received.
+// Requests counts the requests received, on any path.
 func (h *Handler) Requests() int64 { return h.requests.Load() }
 
-// Streams counts the chat answers being sent right now.
+// Streams is the number of chat answers being sent right now (streamed or not).
 func (h *Handler) Streams() int64 { return h.streams.Load() }
 
-// LastRequest returns the most recent chat request.
+// LastRequest returns a copy of the most recent request.
 func (h *Handler) LastRequest() Recorded {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.last
+	r := h.last
+	r.Header = r.Header.Clone()
+	r.Body = bytes.Clone(r.Body)
+	return r
 }
 
-// Answer is the text the mock answers to lastUser, split into exactly chunks non-empty
-// deltas, so tests can compute what a client must receive.
+// Answer is the text the mock answers to lastUser, split into exactly chunks
+// non-empty deltas, so tests can compute what a client must receive. The text is
+// "Hello from the ralf mock. You said: " and the first 60 characters of lastUser,
+// padded with dots when it has fewer characters than chunks. chunks <= 0 gives no
+// delta (an empty answer, as chunks=0 asks).
 func Answer(lastUser string, chunks int) []string {
 	if chunks <= 0 {
-		chunks = 20
+		return nil
 	}
 	said := []rune(lastUser)
 	if len(said) > 60 {
@@ -86,175 +102,133 @@ func Answer(lastUser string, chunks int) []string {
 		text = append(text, '.')
 	}
 	out := make([]string, chunks)
-	for i := 0; i < chunks; i++ {
+	for i := range out {
 		out[i] = string(text[i*len(text)/chunks : (i+1)*len(text)/chunks])
 	}
 	return out
 }
 
-// plan is what one request asked the mock to do.
-type plan struct {
-	chunks     int
-	delay      time.Duration
-	slow       time.Duration
-	status     int
-	retryAfter string
-	hang       bool
-	hangAfter  int
-	cut        int
-	malformed  bool
-	errorEvent int
-	errorChunk int
-	fixture    string
-	reasoning  bool
-}
-
-// parsePlan reads directives from the model name ("mock+status=503+retry_after=2") and
-// the X-Mock header ("status=503, retry_after=2"); the header wins.
-func parsePlan(model, header string, defChunks int) (plan, error) {
-	p := plan{chunks: defChunks, hangAfter: -1, cut: -1, errorEvent: -1, errorChunk: -1}
-	items := strings.Split(model, "+")[1:]
-	if header != "" {
-		items = append(items, strings.FieldsFunc(header, func(r rune) bool { return r == ',' || r == ';' })...)
-	}
-	for _, it := range items {
-		it = strings.TrimSpace(it)
-		if it == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(it, "=")
-		var err error
-		atoi := func() int {
-			n, e := strconv.Atoi(v)
-			if e != nil || n < 0 {
-				err = fmt.Errorf("%s needs a whole number", k)
-			}
-			return n
-		}
-		dur := func() time.Duration {
-			d, e := time.ParseDuration(v)
-			if e != nil {
-				err = fmt.Errorf("%s needs a duration like 50ms", k)
-			}
-			return d
-		}
-		switch k {
-		case "chunks":
-			p.chunks = atoi()
-			if p.chunks == 0 {
-				p.chunks = 1
-			}
-		case "delay":
-			p.delay = dur()
-		case "slow":
-			p.slow = dur()
-		case "status":
-			p.status = atoi()
-			if err == nil && (p.status < 100 || p.status > 599) {
-				err = fmt.Errorf("status must be an HTTP status")
-			}
-		case "retry_after":
-			atoi()
-			p.retryAfter = v
-		case "hang":
-			p.hang = true
-		case "hang_after":
-			p.hangAfter = atoi()
-		case "cut":
-			p.cut = atoi()
-		case "malformed":
-			p.malformed = true
-		case "error_event":
-			p.errorEvent = atoi()
-		case "error_chunk":
-			p.errorChunk = atoi()
-		case "fixture":
-			if v == "" || strings.ContainsAny(v, `/\`) || strings.HasPrefix(v, ".") {
-				err = fmt.Errorf("fixture needs a file name")
-			}
-			p.fixture = v
-		case "reasoning":
-			p.reasoning = true
-		default:
-			err = fmt.Errorf("unknown mock directive %q", k)
-		}
-		if err != nil {
-			return p, err
-		}
-	}
-	return p, nil
-}
+// reasoningDeltas is what the reasoning directive sends before the answer.
+var reasoningDeltas = []string{"Thinking step 1. ", "Thinking step 2. ", "Thinking step 3."}
 
 // ServeHTTP routes the two dialects.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.requests.Add(1)
+	path := r.URL.Path
 	switch {
-	case r.URL.Path == "/v1/chat/completions" && r.Method == http.MethodPost:
-		h.serveChat(w, r, openAI{})
-	case r.URL.Path == "/v1/models" && r.Method == http.MethodGet:
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"object":"list","data":[{"id":"mock","object":"model","created":0,"owned_by":"ralf-mock"}]}`)
-	case strings.HasPrefix(r.URL.Path, "/v1beta/models/") && r.Method == http.MethodPost:
-		rest := strings.TrimPrefix(r.URL.Path, "/v1beta/models/")
-		i := strings.LastIndexByte(rest, ':')
-		if i < 0 {
-			http.NotFound(w, r)
+	case path == "/v1/chat/completions":
+		if !allow(w, r, http.MethodPost, openAI{}) {
 			return
 		}
-		model, method := rest[:i], rest[i+1:]
+		h.serveChat(w, r, openAI{})
+	case path == "/v1/models":
+		h.record(r, nil)
+		if !allow(w, r, http.MethodGet, openAI{}) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"mock","object":"model","created":1700000000,"owned_by":"ralf-mock"}]}`)
+	case path == "/v1beta/models":
+		h.record(r, nil)
+		if !allow(w, r, http.MethodGet, gemini{}) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"models":[{"name":"models/mock","displayName":"ralf mock","supportedGenerationMethods":["generateContent","streamGenerateContent"]}]}`)
+	case strings.HasPrefix(path, "/v1beta/models/"):
+		model, method, _ := strings.Cut(strings.TrimPrefix(path, "/v1beta/models/"), ":")
+		var d gemini
 		switch method {
 		case "streamGenerateContent":
-			h.serveChat(w, r, gemini{model: model, stream: true})
+			if r.URL.Query().Get("alt") != "sse" {
+				h.record(r, nil)
+				writeErr(w, gemini{}, http.StatusBadRequest, "mock: streamGenerateContent answers as SSE only: add ?alt=sse", "")
+				return
+			}
+			d = gemini{model: model, stream: true}
 		case "generateContent":
-			h.serveChat(w, r, gemini{model: model})
+			d = gemini{model: model}
 		default:
-			http.NotFound(w, r)
+			h.record(r, nil)
+			writeErr(w, gemini{}, http.StatusNotFound, "mock: unknown method "+method+": use :generateContent or :streamGenerateContent", "")
+			return
 		}
+		if model == "" {
+			h.record(r, nil)
+			writeErr(w, d, http.StatusNotFound, "mock: no model in the path", "")
+			return
+		}
+		if !allow(w, r, http.MethodPost, d) {
+			return
+		}
+		h.serveChat(w, r, d)
 	default:
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		io.WriteString(w, `{"error":{"message":"mock: unknown endpoint","type":"invalid_request_error","code":404}}`)
+		h.record(r, nil)
+		var d dialect = openAI{}
+		if strings.HasPrefix(path, "/v1beta") {
+			d = gemini{}
+		}
+		writeErr(w, d, http.StatusNotFound, "mock: unknown endpoint "+path+" (OpenAI dialect under /v1, Gemini under /v1beta)", "")
 	}
 }
 
-// dialect is one wire format of the mock.
-type dialect interface {
-	// parse reads the request: model, whether to stream, include usage, last user text, prompt size.
-	parse(body []byte) (req, error)
-	errorBody(status int, msg string) string
-	start(b []byte, rq *req) []byte
-	chunk(b []byte, rq *req, text string, reasoning bool) []byte
-	finish(b []byte, rq *req, usage [3]int) []byte
-	full(rq *req, text string, usage [3]int) []byte
-	midError(b []byte, groqStyle bool) []byte
+// allow answers 405 when r does not use method.
+func allow(w http.ResponseWriter, r *http.Request, method string, d dialect) bool {
+	if r.Method == method {
+		return true
+	}
+	w.Header().Set("Allow", method)
+	writeErr(w, d, http.StatusMethodNotAllowed, "mock: use "+method, "")
+	return false
 }
 
-type req struct {
-	model        string
-	stream       bool
-	includeUsage bool
-	lastUser     string
-	promptWords  int
+// record keeps r as the last request. The header map is the request's own: the
+// server never reuses it, and LastRequest hands out copies.
+func (h *Handler) record(r *http.Request, body []byte) {
+	h.mu.Lock()
+	h.last = Recorded{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header, Body: body}
+	h.mu.Unlock()
 }
+
+// readBody reads the whole request body, in one allocation when its length is known.
+func readBody(r *http.Request) ([]byte, error) {
+	size := r.ContentLength
+	if size < 0 || size > maxBody {
+		size = 512
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+1))
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if buf.Len() > maxBody {
+		return nil, errTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+var errTooLarge = errors.New("mock: request body larger than 8 MiB")
 
 func (h *Handler) serveChat(w http.ResponseWriter, r *http.Request, d dialect) {
-	h.requests.Add(1)
 	h.streams.Add(1)
 	defer h.streams.Add(-1)
-	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	body, err := readBody(r)
+	h.record(r, body)
 	if err != nil {
-		return
+		if errors.Is(err, errTooLarge) {
+			writeErr(w, d, http.StatusRequestEntityTooLarge, err.Error(), "")
+		}
+		return // the client went away
 	}
-	h.mu.Lock()
-	h.last = Recorded{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body}
-	h.mu.Unlock()
-
 	rq, err := d.parse(body)
 	if err != nil {
+		h.log.Debug("bad request", zap.String("path", r.URL.Path), zap.Error(err))
 		writeErr(w, d, http.StatusBadRequest, err.Error(), "")
 		return
 	}
 	p, err := parsePlan(rq.model, r.Header.Get("X-Mock"), h.opts.Chunks)
 	if err != nil {
+		h.log.Debug("bad directive", zap.String("path", r.URL.Path), zap.Error(err))
 		writeErr(w, d, http.StatusBadRequest, err.Error(), "")
 		return
 	}
@@ -267,108 +241,249 @@ func (h *Handler) serveChat(w http.ResponseWriter, r *http.Request, d dialect) {
 		return
 	}
 	if p.fixture != "" {
-		h.serveFixture(w, p)
+		h.serveFixture(ctx, w, d, p)
 		return
 	}
-	if p.status >= 400 {
+	if p.status != 0 {
 		writeErr(w, d, p.status, fmt.Sprintf("mock: injected status %d", p.status), p.retryAfter)
 		return
 	}
-	tokens := Answer(rq.lastUser, p.chunks)
-	completion := p.chunks
-	usage := [3]int{rq.promptWords, completion, rq.promptWords + completion}
-	if !rq.stream {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(d.full(&rq, strings.Join(tokens, ""), usage))
-		return
+	enc := h.cache.get(d, &rq, p.chunks, p.reasoning)
+	u := usage{prompt: rq.promptWords, completion: p.chunks}
+	if rq.stream {
+		h.stream(ctx, w, d, &rq, &p, enc, u)
+	} else {
+		h.whole(ctx, w, d, &rq, &p, enc, u)
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	rc := http.NewResponseController(w)
-	buf := make([]byte, 0, 512)
-	send := func() bool {
-		if _, err := w.Write(buf); err != nil {
+}
+
+// stream sends a streamed answer, injecting the plan's mid-stream faults at their
+// positions (counted in content chunks sent).
+func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, d dialect, rq *req, p *plan, enc *encoded, u usage) {
+	n := len(enc.chunks)
+	cut, hangAfter := clamp(p.cut, n), clamp(p.hangAfter, n)
+	errEvent, errChunk := clamp(p.errorEvent, n), clamp(p.errorChunk, n)
+	malformed := -1
+	if p.malformed {
+		malformed = min(1, n)
+	}
+	// Gemini carries finishReason and usage on the last content event; when a fault
+	// comes after the last chunk, that event stays a plain one.
+	merge := d.mergesFinish() && n > 0 && cut != n && hangAfter != n && errEvent != n && errChunk != n && malformed != n
+
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	fl := flusher(w)
+	send := func(b []byte) bool {
+		if len(b) == 0 {
+			return true
+		}
+		if _, err := w.Write(b); err != nil {
 			return false
 		}
-		buf = buf[:0]
-		return rc.Flush() == nil
+		return fl() == nil
 	}
-	buf = d.start(buf, &rq)
-	if p.reasoning {
-		for i := 0; i < 3; i++ {
-			buf = d.chunk(buf, &rq, fmt.Sprintf("Thinking step %d. ", i+1), true)
-		}
-	}
-	if len(buf) > 0 && !send() {
+	if !send(enc.head) {
 		return
 	}
-	for i, tok := range tokens {
-		switch {
-		case i == p.cut:
-			panic(http.ErrAbortHandler) // close the connection abruptly: no finish, no [DONE]
-		case i == p.hangAfter:
+	for i := 0; ; i++ {
+		switch i { // a fault at position i comes after i content chunks
+		case cut:
+			// Closes the connection without the end of the chunked body: the client
+			// sees an unexpected EOF, as when an upstream dies mid-answer.
+			panic(http.ErrAbortHandler)
+		case hangAfter:
 			<-ctx.Done()
 			return
-		case i == p.errorEvent:
-			buf = d.midError(buf, true)
-			send()
+		case errEvent:
+			send(d.midError(nil, true))
 			return
-		case i == p.errorChunk:
-			buf = d.midError(buf, false)
-			send()
+		case errChunk:
+			send(d.midError(nil, false))
 			return
-		case i == 1 && p.malformed:
-			buf = append(buf, "data: {\"choices\": [{\"delta\": {\"content\": \"oops\"\n\n"...)
+		case malformed:
+			if !send(enc.malformed) {
+				return
+			}
 		}
-		buf = d.chunk(buf, &rq, tok, false)
-		if !send() {
+		if i == n {
+			break
+		}
+		if p.slow > 0 && i > 0 && !sleep(ctx, p.slow) {
 			return
 		}
-		if p.slow > 0 && !sleep(ctx, p.slow) {
+		if merge && i == n-1 {
+			break
+		}
+		if !send(enc.chunks[i]) {
 			return
 		}
 	}
-	if p.cut == len(tokens) {
+	if p.slow > 0 && n > 0 && !merge && !sleep(ctx, p.slow) {
+		return
+	}
+	var last *string
+	if merge {
+		last = &enc.texts[n-1]
+	}
+	buf := getBuf()
+	*buf = d.finish((*buf)[:0], rq, last, u)
+	send(*buf)
+	putBuf(buf)
+}
+
+// whole sends a non-streamed answer. Mid-stream faults have a whole-body meaning:
+// cut sends half the body and drops the connection, hang_after sends the headers
+// and stalls, malformed sends a body that is not JSON, error_event and error_chunk
+// send 200 with an error object (as OpenRouter does).
+func (h *Handler) whole(ctx context.Context, w http.ResponseWriter, d dialect, rq *req, p *plan, enc *encoded, u usage) {
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = d.full((*buf)[:0], rq, enc.text, u)
+	body := *buf
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	switch {
+	case p.errorEvent >= 0 || p.errorChunk >= 0:
+		body = d.errorBody(http.StatusBadGateway, "mock: injected error")
+	case p.malformed:
+		body = body[:len(body)/2]
+	case p.cut >= 0:
+		hdr.Set("Content-Length", fmt.Sprint(len(body)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body[:len(body)/2])
+		_ = flusher(w)()
 		panic(http.ErrAbortHandler)
-	}
-	if p.hangAfter == len(tokens) {
+	case p.hangAfter >= 0:
+		w.WriteHeader(http.StatusOK)
+		_ = flusher(w)()
 		<-ctx.Done()
 		return
 	}
-	buf = d.finish(buf, &rq, usage)
-	send()
-}
-
-func (h *Handler) serveFixture(w http.ResponseWriter, p plan) {
-	data, err := os.ReadFile(filepath.Join(h.opts.FixtureDir, p.fixture))
-	if err != nil {
-		w.WriteHeader(http.StatusInternalServerError)
-		fmt.Fprintf(w, `{"error":{"message":"mock: fixture %s not found"}}`, p.fixture)
+	if p.slow > 0 && !sleep(ctx, p.slow) {
 		return
 	}
+	_, _ = w.Write(body)
+}
+
+// serveFixture replays a recorded upstream body byte for byte. slow, cut and
+// hang_after work on its events (split after each blank line).
+func (h *Handler) serveFixture(ctx context.Context, w http.ResponseWriter, d dialect, p plan) {
+	data, err := h.fixture(p.fixture)
+	if err != nil {
+		h.log.Debug("fixture", zap.String("fixture", p.fixture), zap.Error(err))
+		writeErr(w, d, http.StatusNotFound, err.Error(), "")
+		return
+	}
+	hdr := w.Header()
 	if strings.HasSuffix(p.fixture, ".json") {
-		w.Header().Set("Content-Type", "application/json")
+		hdr.Set("Content-Type", "application/json")
 	} else {
-		w.Header().Set("Content-Type", "text/event-stream")
+		hdr.Set("Content-Type", "text/event-stream")
+		hdr.Set("Cache-Control", "no-cache")
 	}
 	if p.retryAfter != "" {
-		w.Header().Set("Retry-After", p.retryAfter)
+		hdr.Set("Retry-After", p.retryAfter)
 	}
-	if p.status != 0 {
-		w.WriteHeader(p.status)
-	}
-	w.Write(data)
-}
-
-func writeErr(w http.ResponseWriter, d dialect, status int, msg, retryAfter string) {
-	w.Header().Set("Content-Type", "application/json")
-	if retryAfter != "" {
-		w.Header().Set("Retry-After", retryAfter)
+	status := p.status
+	if status == 0 {
+		status = http.StatusOK
 	}
 	w.WriteHeader(status)
-	io.WriteString(w, d.errorBody(status, msg))
+	if p.slow == 0 && p.cut < 0 && p.hangAfter < 0 {
+		_, _ = w.Write(data)
+		return
+	}
+	fl := flusher(w)
+	for i, ev := range splitEvents(data) {
+		switch i {
+		case p.cut:
+			panic(http.ErrAbortHandler)
+		case p.hangAfter:
+			<-ctx.Done()
+			return
+		}
+		if p.slow > 0 && i > 0 && !sleep(ctx, p.slow) {
+			return
+		}
+		if _, err := w.Write(ev); err != nil || fl() != nil {
+			return
+		}
+	}
+	if p.cut >= 0 {
+		panic(http.ErrAbortHandler)
+	}
+	if p.hangAfter >= 0 {
+		<-ctx.Done()
+	}
 }
 
+// fixture reads a fixture file once.
+func (h *Handler) fixture(name string) ([]byte, error) {
+	if v, ok := h.fixtures.Load(name); ok {
+		return v.([]byte), nil
+	}
+	if h.opts.FixtureDir == "" {
+		return nil, errors.New("mock: fixture " + name + ": no fixture directory configured")
+	}
+	data, err := os.ReadFile(filepath.Join(h.opts.FixtureDir, name))
+	if err != nil {
+		return nil, errors.New("mock: fixture " + name + " not found in the fixture directory")
+	}
+	h.fixtures.Store(name, data)
+	return data, nil
+}
+
+// splitEvents cuts an SSE body after each blank line ("\n\n" or "\r\n\r\n"); a tail
+// without one is the last piece.
+func splitEvents(data []byte) [][]byte {
+	var out [][]byte
+	start := 0
+	for i := 0; i < len(data); i++ {
+		if data[i] != '\n' {
+			continue
+		}
+		end := -1
+		switch {
+		case i+1 < len(data) && data[i+1] == '\n':
+			end = i + 2
+		case i+2 < len(data) && data[i+1] == '\r' && data[i+2] == '\n':
+			end = i + 3
+		}
+		if end > 0 {
+			out = append(out, data[start:end])
+			start, i = end, end-1
+		}
+	}
+	if start < len(data) {
+		out = append(out, data[start:])
+	}
+	return out
+}
+
+// writeErr sends an error answer in the dialect's JSON shape before any other byte.
+func writeErr(w http.ResponseWriter, d dialect, status int, msg, retryAfter string) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	if retryAfter != "" {
+		hdr.Set("Retry-After", retryAfter)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(d.errorBody(status, msg))
+}
+
+// flusher returns how to flush w: the plain interface when w has it, else through
+// http.ResponseController for wrappers that only Unwrap.
+func flusher(w http.ResponseWriter) func() error {
+	if f, ok := w.(http.Flusher); ok {
+		return func() error { f.Flush(); return nil }
+	}
+	return http.NewResponseController(w).Flush
+}
+
+// sleep waits d, or less when ctx ends first; it reports whether d elapsed.
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -380,87 +495,12 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func countWords(s string) int { return len(strings.Fields(s)) }
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-func jsonStr(b []byte, s string) []byte {
-	out, _ := json.Marshal(s)
-	return append(b, out...)
-}
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
 
-// Server is the mock listening on a TCP address.
-type Server struct {
-	*Handler
-	srv   *http.Server
-	ln    net.Listener
-	conns atomic.Int64
-	done  chan struct{}
-}
-
-// Start runs the mock on a free 127.0.0.1 port.
-func Start(opts Options) (*Server, error) { return Listen("127.0.0.1:0", opts) }
-
-// Listen runs the mock on addr.
-func Listen(addr string, opts Options) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
+func putBuf(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		bufPool.Put(b)
 	}
-	s := &Server{Handler: New(opts), ln: ln, done: make(chan struct{})}
-	s.srv = &http.Server{
-		Handler:           s.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          zap.NewStdLog(s.opts.Logger),
-		ConnState: func(_ net.Conn, st http.ConnState) {
-			switch st {
-			case http.StateNew:
-				s.conns.Add(1)
-			case http.StateClosed, http.StateHijacked:
-				s.conns.Add(-1)
-			}
-		},
-	}
-	go func() {
-		defer close(s.done)
-		_ = s.srv.Serve(ln)
-	}()
-	return s, nil
-}
-
-// URL is the mock's base URL (http://127.0.0.1:PORT).
-func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
-
-// Addr is the listening address.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
-
-// OpenConns is the number of open client connections.
-func (s *Server) OpenConns() int { return int(s.conns.Load()) }
-
-// Close closes the listener and every connection, and waits for the server to stop.
-func (s *Server) Close() error {
-	err := s.srv.Close()
-	<-s.done
-	return err
-}
-
-// Shutdown stops gracefully.
-func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
-	<-s.done
-	return err
-}
-
-// Run serves the mock on addr until ctx is done (`ralf mock`).
-func Run(ctx context.Context, addr string, log *zap.Logger) error {
-	s, err := Listen(addr, Options{Logger: log})
-	if err != nil {
-		return err
-	}
-	log.Info("mock upstream listening", zap.String("openai", s.URL()+"/v1"), zap.String("gemini", s.URL()+"/v1beta"))
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
 }
