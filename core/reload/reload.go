@@ -76,7 +76,9 @@ const (
 )
 
 // Run watches opts.Path until ctx is done, then returns nil. It returns an
-// error only when the watcher cannot start (bad options, no directory to watch).
+// error only when it cannot start: bad options, or a directory it cannot watch
+// while opts.SIGHUP is off. With opts.SIGHUP on, a failed file watch is logged
+// and Run keeps reloading on SIGHUP alone.
 func Run(ctx context.Context, opts Options) error {
 	if opts.Path == "" {
 		return errors.New("reload: empty config path")
@@ -98,16 +100,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log = log.With(zap.String("path", path))
 
-	fw, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("reload: create watcher: %w", err)
-	}
-	defer fw.Close()
-
 	w := &watcher{
 		opts:   opts,
 		log:    log,
-		fw:     fw,
 		path:   path,
 		dir:    filepath.Dir(path),
 		extra:  map[string]bool{},
@@ -115,10 +110,25 @@ func Run(ctx context.Context, opts Options) error {
 		last:   opts.InitialHash,
 		settle: opts.settled,
 	}
-	if err := fw.Add(w.dir); err != nil {
-		return fmt.Errorf("reload: watch %s: %w", w.dir, err)
+	fw, err := startWatch(w.dir)
+	if err != nil {
+		if !opts.SIGHUP {
+			return err
+		}
+		// Typically the inotify instance limit of a crowded node. Returning
+		// would also drop the SIGHUP handler and let a later `kill -HUP`
+		// terminate the process, so degrade to SIGHUP-only reloads.
+		log.Error("cannot watch config file, reload on SIGHUP only", zap.Error(err))
+	} else {
+		defer fw.Close()
+		w.fw = fw
+		w.resync()
 	}
-	w.resync()
+	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
+	if w.fw != nil {
+		events, watchErrs = w.fw.Events, w.fw.Errors
+	}
 
 	var hup chan os.Signal
 	if opts.SIGHUP {
@@ -142,14 +152,14 @@ func Run(ctx context.Context, opts Options) error {
 		case <-ctx.Done():
 			log.Debug("config watcher stopped")
 			return nil
-		case ev, ok := <-fw.Events:
+		case ev, ok := <-events:
 			if !ok {
 				return errors.New("reload: watcher closed")
 			}
 			if w.relevant(ev) {
 				timer.Reset(debounce)
 			}
-		case err, ok := <-fw.Errors:
+		case err, ok := <-watchErrs:
 			if !ok {
 				return errors.New("reload: watcher closed")
 			}
@@ -166,16 +176,29 @@ func Run(ctx context.Context, opts Options) error {
 	}
 }
 
+// startWatch creates an fsnotify watcher on dir.
+func startWatch(dir string) (*fsnotify.Watcher, error) {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("reload: create watcher: %w", err)
+	}
+	if err := fw.Add(dir); err != nil {
+		fw.Close()
+		return nil, fmt.Errorf("reload: watch %s: %w", dir, err)
+	}
+	return fw, nil
+}
+
 // watcher is Run's state; it is only touched from Run's goroutine.
 type watcher struct {
 	opts   Options
 	log    *zap.Logger
-	fw     *fsnotify.Watcher
-	path   string          // absolute config path as given
-	dir    string          // its directory, always watched
-	extra  map[string]bool // other directories the path resolves through
-	names  map[string]bool // every path the config path resolves through
-	last   [32]byte        // hash of the content last tried (applied or not)
+	fw     *fsnotify.Watcher // nil in SIGHUP-only mode
+	path   string            // absolute config path as given
+	dir    string            // its directory, always watched
+	extra  map[string]bool   // other directories the path resolves through
+	names  map[string]bool   // every path the config path resolves through
+	last   [32]byte          // hash of the content last tried (applied or not)
 	settle func(outcome)
 }
 
@@ -197,6 +220,9 @@ func (w *watcher) relevant(ev fsnotify.Event) bool {
 // (Kubernetes' timestamped ..2026_… dirs) are not watched: their swap shows up
 // as a "..data" event in the config directory itself.
 func (w *watcher) resync() {
+	if w.fw == nil {
+		return
+	}
 	base := realDir(w.dir)
 	names := map[string]bool{w.path: true}
 	want := map[string]bool{}

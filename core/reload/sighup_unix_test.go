@@ -26,3 +26,18 @@ func TestSIGHUPForcesReload(t *testing.T) {
 		}
 	}
 }
+
+// TestSIGHUPOnlyWhenWatchFails checks that a directory that cannot be watched
+// does not stop SIGHUP reloads (nor leave SIGHUP to kill the process).
+func TestSIGHUPOnlyWhenWatchFails(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "not-yet")
+	path := filepath.Join(dir, "gateway.yaml")
+	h := start(t, path, harnessOpts{sighup: true})
+
+	mustDo(t, os.Mkdir(dir, 0o755))
+	write(t, path, "v: 1\n")
+	mustDo(t, syscall.Kill(os.Getpid(), syscall.SIGHUP))
+	if a := h.waitApply(); a.data != "v: 1\n" || a.trigger != TriggerSIGHUP {
+		t.Fatalf("Apply(%q, %q), want the file on SIGHUP", a.data, a.trigger)
+	}
+}
