@@ -51,8 +51,10 @@ type Options struct {
 	// SIGHUP makes Run reload on SIGHUP, even when the content is unchanged.
 	SIGHUP bool
 	// Apply receives the new content, its sha256 and the trigger ("file" or
-	// "sighup"). It is called from Run's goroutine, never concurrently. Its
-	// error is logged by Run; the content is not offered again until it changes.
+	// "sighup"). It is called from Run's goroutine, never concurrently. Run
+	// logs its result at debug level only, so Apply reports success and failure
+	// itself; a failed content is not offered again until it changes (or on
+	// SIGHUP). A panic in Apply is recovered, logged and treated as a failure.
 	Apply func(data []byte, hash [32]byte, trigger string) error
 	// InitialHash is the sha256 of the content already loaded, so the first
 	// event with the same content is skipped.
@@ -290,11 +292,13 @@ func (w *watcher) try(trigger string, force bool) outcome {
 	// Remembered before Apply so a broken file is not re-applied on every
 	// touch until its content changes.
 	w.last = sum
+	// Apply's result is logged at debug only: the caller reports it with
+	// context it alone has (generation, validation errors, /health).
 	if err := w.apply(data, sum, trigger); err != nil {
-		log.Warn("config reload rejected, previous config keeps serving", zap.Error(err))
+		log.Debug("config apply failed", zap.Error(err))
 		return outcomeFailed
 	}
-	log.Info("config reloaded")
+	log.Debug("config applied")
 	return outcomeApplied
 }
 
@@ -304,6 +308,7 @@ func (w *watcher) apply(data []byte, sum [32]byte, trigger string) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("reload: apply panicked: %v", r)
+			w.log.Error("config reload panicked, previous config keeps serving", zap.Error(err), zap.Stack("stack"))
 		}
 	}()
 	return w.opts.Apply(data, sum, trigger)
