@@ -192,19 +192,24 @@ func (h *Handler) record(r *http.Request, body []byte) {
 
 // readBody reads the whole request body, in one allocation when its length is known.
 func readBody(r *http.Request) ([]byte, error) {
-	size := r.ContentLength
-	if size < 0 || size > maxBody {
-		size = 512
+	if r.ContentLength > maxBody {
+		return nil, errTooLarge
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody+1))
+	if n := r.ContentLength; n >= 0 {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
 		return nil, err
 	}
-	if buf.Len() > maxBody {
+	if len(b) > maxBody {
 		return nil, errTooLarge
 	}
-	return buf.Bytes(), nil
+	return b, nil
 }
 
 var errTooLarge = errors.New("mock: request body larger than 8 MiB")

@@ -437,3 +437,20 @@ func BenchmarkStreamGemini(b *testing.B) {
 		h.ServeHTTP(w, req)
 	}
 }
+
+func TestTooLargeBody(t *testing.T) {
+	h := New(Options{})
+	for _, known := range []bool{true, false} {
+		body := `{"messages":[{"role":"user","content":"` + strings.Repeat("a", maxBody) + `"}]}`
+		req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+		if !known {
+			req.ContentLength = -1 // chunked: the limit must hold while reading
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var o openAIError
+		if err := json.Unmarshal(rec.Body.Bytes(), &o); err != nil || rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(o.Error.Message, "8 MiB") {
+			t.Fatalf("length known %v: %d %q", known, rec.Code, rec.Body.String())
+		}
+	}
+}

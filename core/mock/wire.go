@@ -1,6 +1,7 @@
 package mock
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 // req is what the mock reads from a chat request.
 type req struct {
 	model        string
+	modelJSON    []byte // model as a JSON string, shared through the answer cache
 	stream       bool
 	includeUsage bool
 	lastUser     string
@@ -46,6 +48,7 @@ type encoded struct {
 	texts     []string
 	text      string
 	malformed []byte
+	modelJSON []byte
 }
 
 type cacheKey struct {
@@ -75,9 +78,11 @@ func (c *answerCache) get(d dialect, rq *req, chunks int, reasoning bool) *encod
 	e := c.m[k]
 	c.mu.RUnlock()
 	if e != nil {
+		rq.modelJSON = e.modelJSON
 		return e
 	}
-	e = &encoded{texts: Answer(rq.lastUser, chunks), malformed: d.malformed()}
+	e = &encoded{texts: Answer(rq.lastUser, chunks), malformed: d.malformed(), modelJSON: appendJSONString(nil, rq.model)}
+	rq.modelJSON = e.modelJSON
 	e.text = strings.Join(e.texts, "")
 	var rs []string
 	if reasoning {
@@ -109,6 +114,14 @@ func countWords(s string) int {
 	return n
 }
 
+// appendModel appends the request's model as a JSON string.
+func appendModel(b []byte, rq *req) []byte {
+	if rq.modelJSON != nil {
+		return append(b, rq.modelJSON...)
+	}
+	return appendJSONString(b, rq.model)
+}
+
 func appendJSONString(b []byte, s string) []byte {
 	out, _ := json.Marshal(s)
 	return append(b, out...)
@@ -120,6 +133,9 @@ func textOf(raw json.RawMessage) (string, error) {
 		return "", nil
 	}
 	if raw[0] == '"' {
+		if bytes.IndexByte(raw, '\\') < 0 {
+			return string(raw[1 : len(raw)-1]), nil // valid JSON (checked by the decoder) without escapes
+		}
 		var s string
 		err := json.Unmarshal(raw, &s)
 		return s, err
@@ -212,7 +228,7 @@ type openAIError struct {
 
 func (openAI) prefix(b []byte, rq *req) []byte {
 	b = append(b, `data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":`...)
-	b = appendJSONString(b, rq.model)
+	b = appendModel(b, rq)
 	return append(b, `,"choices":`...)
 }
 
@@ -265,7 +281,7 @@ func (o openAI) finish(b []byte, rq *req, _ *string, u usage) []byte {
 
 func (openAI) full(b []byte, rq *req, text string, u usage) []byte {
 	b = append(b, `{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":`...)
-	b = appendJSONString(b, rq.model)
+	b = appendModel(b, rq)
 	b = append(b, `,"choices":[{"index":0,"message":{"role":"assistant","content":`...)
 	b = appendJSONString(b, text)
 	b = append(b, `},"finish_reason":"stop"}],"usage":`...)
@@ -386,7 +402,7 @@ func (gemini) event(b []byte, rq *req, text string, thought, last bool, u usage)
 		b = append(b, '}')
 	}
 	b = append(b, `,"modelVersion": `...)
-	b = appendJSONString(b, rq.model)
+	b = appendModel(b, rq)
 	return append(b, `,"responseId": "mock"}`...)
 }
 
