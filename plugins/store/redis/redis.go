@@ -50,12 +50,15 @@ const (
 	timeout = 500 * time.Millisecond
 	// openTimeout bounds the reachability check in Open.
 	openTimeout = 3 * time.Second
-	// idleCheck is how long the subscription may be silent before we ping it.
-	idleCheck = 5 * time.Second
 	// invBuffer is how many invalidations may wait for the reader before they
 	// are collapsed into "*".
 	invBuffer = 256
 )
+
+// idleCheck is how long the subscription may be silent before we ping it;
+// a second silence after the ping means a dead connection. A variable so a
+// test can shorten it.
+var idleCheck = 5 * time.Second
 
 // ErrInvalid is returned by Allow for a limit or window that is not positive.
 var ErrInvalid = errors.New("rate limit: limit and window must be positive")

@@ -282,6 +282,68 @@ func TestRedisDownAndBack(t *testing.T) {
 	}
 }
 
+// TestRedisHung: a server that accepts connections but never answers (paused)
+// must not hang callers either; when it wakes up, everything works again.
+func TestRedisHung(t *testing.T) {
+	srv := redistest.StartServer(t, redistest.Options{})
+	a := open(t, "redis://"+srv.Addr+"/0")
+	b := open(t, "redis://"+srv.Addr+"/0")
+	ctx := context.Background()
+	secret, k, err := a.CreateKey(ctx, "hung")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectInvalidation(t, b.Invalidations(), k.ID)
+
+	srv.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	for _, name := range []string{"LookupKey", "Allow"} {
+		t.Run("paused/"+name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				var err error
+				if name == "Allow" {
+					_, err = a.Allow(context.Background(), "hung", 5, time.Second)
+				} else {
+					_, _, err = a.LookupKey(context.Background(), secret)
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("succeeded against a paused redis")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("hung against a paused redis")
+			}
+		})
+	}
+	srv.Resume()
+	resumed = true
+
+	var err2 error
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, _, err2 = a.LookupKey(ctx, secret); err2 == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err2 != nil {
+		t.Fatalf("still failing after the server resumed: %v", err2)
+	}
+	if err := a.RevokeKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	expectInvalidation(t, b.Invalidations(), k.ID)
+}
+
 func drain(ch <-chan string) {
 	for {
 		select {

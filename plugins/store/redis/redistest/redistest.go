@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -83,6 +84,7 @@ func (s *Server) Stop() {
 	if s.proc == nil {
 		return
 	}
+	_ = s.proc.Signal(syscall.SIGCONT) // a paused process still dies on SIGKILL; this just keeps Wait prompt
 	_ = s.proc.Kill()
 	<-s.exited
 	s.proc = nil
@@ -101,6 +103,25 @@ func (s *Server) StartAgain() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.t.Fatalf("redistest: restart on %s: %v", s.Addr, err)
+}
+
+// Pause freezes the server (SIGSTOP) without closing anything: connections
+// stay open but nothing answers, as with a hung server or a network black hole.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume undoes Pause (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		s.t.Fatalf("redistest: %v to a stopped server", sig)
+	}
+	if err := s.proc.Signal(sig); err != nil {
+		s.t.Fatalf("redistest: %v: %v", sig, err)
+	}
 }
 
 // Restart is Stop then StartAgain.

@@ -1,0 +1,50 @@
+package redis
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ralf-gateway/ralf/plugins/store/redis/redistest"
+)
+
+// TestSilentSubscriptionReplaced: a subscription whose server stops answering
+// without closing the connection (a black hole) is detected by an unanswered
+// ping and replaced; once the server answers again the reader gets "*".
+func TestSilentSubscriptionReplaced(t *testing.T) {
+	old := idleCheck
+	idleCheck = 200 * time.Millisecond
+	t.Cleanup(func() { idleCheck = old })
+
+	srv := redistest.StartServer(t, redistest.Options{})
+	s, err := Open("redis://"+srv.Addr+"/0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	// Let the first subscription be confirmed before freezing the server.
+	if _, _, err := s.CreateKey(context.Background(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, s.inv, func(id string) bool { return id != "*" })
+
+	srv.Pause()
+	time.Sleep(6 * idleCheck) // several idle checks: ping, silence, resubscribe
+	srv.Resume()
+	waitFor(t, s.inv, func(id string) bool { return id == "*" })
+}
+
+func waitFor(t *testing.T, ch <-chan string, ok func(string) bool) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case id := <-ch:
+			if ok(id) {
+				return
+			}
+		case <-timeout:
+			t.Fatal("expected invalidation not delivered within 10s")
+		}
+	}
+}
