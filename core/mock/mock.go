@@ -57,7 +57,8 @@ type Handler struct {
 
 var _ http.Handler = (*Handler)(nil)
 
-// New returns the mock handler.
+// New returns the mock handler. It serves any http.Server or mux; cut= answers end by
+// panicking with http.ErrAbortHandler, which net/http turns into a dropped connection.
 func New(opts Options) *Handler {
 	if opts.Chunks <= 0 {
 		opts.Chunks = 20
@@ -290,7 +291,13 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, d dialect, 
 		}
 		return fl() == nil
 	}
-	if !send(enc.head) {
+	// The headers go out at once, with the head when there is one: a client sees the
+	// answer start even when the first chunk is held back (hang_after=0, slow).
+	if len(enc.head) == 0 {
+		if fl() != nil {
+			return
+		}
+	} else if !send(enc.head) {
 		return
 	}
 	for i := 0; ; i++ {

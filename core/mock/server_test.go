@@ -33,15 +33,15 @@ func (e *env) streamUntil(path, body, sep string, want int, hdr ...string) (stri
 		var sb strings.Builder
 		sent := false
 		for {
+			if !sent && strings.Count(sb.String(), sep) == want {
+				got <- sb.String()
+				sent = true
+			}
 			b, err := br.ReadByte()
 			if err != nil {
 				break
 			}
 			sb.WriteByte(b)
-			if !sent && strings.Count(sb.String(), sep) == want {
-				got <- sb.String()
-				sent = true
-			}
 		}
 		if !sent {
 			got <- sb.String()
@@ -73,6 +73,8 @@ func TestWaitsEndWhenClientLeaves(t *testing.T) {
 		{"slow", "/v1/chat/completions", oaReq("m", true, false, "Hi"), "slow=1h", "\n\n", 2},
 		{"gemini hang_after", gemStream("m"), gemReq, "hang_after=2", "\r\n\r\n", 2},
 		{"gemini slow", gemStream("m"), gemReq, "slow=1h", "\r\n\r\n", 1},
+		{"gemini hang_after=0 sends the headers", gemStream("m"), gemReq, "hang_after=0", "\r\n\r\n", 0},
+		{"hang_after non-stream sends the headers", "/v1/chat/completions", oaReq("m", false, false, "Hi"), "hang_after=1", "\n", 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
