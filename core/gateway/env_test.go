@@ -79,6 +79,11 @@ func parseConfig(t testing.TB, yaml, mockURL string) *config.Config {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	if !strings.Contains(yaml, "rate:") {
+		// The default 10 requests a minute would cut most tests short; tests of the
+		// limiter configure it.
+		cfg.Limits.Rate.Enabled = false
+	}
 	return cfg
 }
 

@@ -59,6 +59,9 @@ type Options struct {
 	// InitialHash is the sha256 of the content already loaded, so the first
 	// event with the same content is skipped.
 	InitialHash [32]byte
+	// Ready, when set, runs once the watches and the SIGHUP handler are in place:
+	// a change made after it is seen.
+	Ready func()
 
 	// ready and settled let tests in this package synchronise on the watcher
 	// instead of sleeping.
@@ -146,6 +149,9 @@ func Run(ctx context.Context, opts Options) error {
 	defer timer.Stop()
 
 	log.Debug("config watcher started", zap.Duration("debounce", debounce), zap.Bool("sighup", opts.SIGHUP))
+	if opts.Ready != nil {
+		opts.Ready()
+	}
 	if opts.ready != nil {
 		opts.ready()
 	}

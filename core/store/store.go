@@ -95,7 +95,12 @@ func Known(scheme string) bool {
 func Open(rawURL string, log *zap.Logger) (Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("store url: %w", err)
+		// url.Error repeats the whole URL, which may hold a password: keep the reason only.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("store url: %v", err)
 	}
 	mu.RLock()
 	o, ok := openers[u.Scheme]
