@@ -1,0 +1,172 @@
+// Command ralf is a config-first LLM gateway: one gateway.yaml, a round-robin ring of
+// providers with failover, streamed answers on POST /chat and an OpenAI-compatible /v1.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ralf-gateway/ralf/core/config"
+	"github.com/ralf-gateway/ralf/core/llm"
+	"github.com/ralf-gateway/ralf/core/store"
+	_ "github.com/ralf-gateway/ralf/plugins/all"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `ralf — a config-first LLM gateway
+
+Usage:
+  ralf [serve] [--config gateway.yaml]   run the gateway (env RALF_CONFIG; default gateway.yaml)
+  ralf check [--config gateway.yaml]     validate a config file and list every error
+  ralf demo                              run the gateway with a built-in mock upstream (no provider key needed)
+  ralf mock [--listen 127.0.0.1:9100]    run the mock upstream alone (OpenAI under /v1, Gemini under /v1beta)
+  ralf keys create NAME | list | revoke ID|KEY   manage client API keys in the configured store
+  ralf version                           print the version
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(int(ee))
+		}
+		fmt.Fprintln(os.Stderr, "ralf:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError is an exit status whose message was already printed.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return cmdServe(ctx, args, stderr)
+	case "check":
+		return cmdCheck(args, stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, args, stderr)
+	case "mock":
+		return cmdMock(ctx, args, stderr)
+	case "keys":
+		return cmdKeys(ctx, args, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "ralf %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "ralf: unknown command %q\n\n%s", cmd, usage)
+	return exitError(2)
+}
+
+// configFlag parses --config (default $RALF_CONFIG, then gateway.yaml).
+func configFlag(name string, args []string, stderr io.Writer) (string, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet("ralf "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := os.Getenv("RALF_CONFIG")
+	if def == "" {
+		def = "gateway.yaml"
+	}
+	path := fs.String("config", def, "path to gateway.yaml (env RALF_CONFIG)")
+	fs.StringVar(path, "c", def, "shorthand for --config")
+	if err := fs.Parse(args); err != nil {
+		return "", nil, exitError(2)
+	}
+	return *path, fs, nil
+}
+
+func loadOptions() config.Options {
+	return config.Options{KnownDialect: llm.Known, KnownStore: store.Known}
+}
+
+// loadConfig loads .env then the file.
+func loadConfig(path string) (*config.Config, error) {
+	if err := config.LoadDotEnv(".env"); err != nil {
+		return nil, fmt.Errorf("load .env: %w", err)
+	}
+	return config.Load(path, loadOptions())
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	path, _, err := configFlag("check", args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid\n", path)
+		printErrors(stderr, err)
+		return exitError(1)
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	enabled := 0
+	for _, p := range cfg.Providers {
+		if p.Enabled {
+			enabled++
+		}
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d providers, %d enabled)\n", path, len(cfg.Providers), enabled)
+	return nil
+}
+
+// printErrors prints each joined error on its own line.
+func printErrors(w io.Writer, err error) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			printErrors(w, e)
+		}
+		return
+	}
+	fmt.Fprintf(w, "  %s\n", err)
+}
+
+// newLogger builds the zap logger of the log block. Sampling is off: every request
+// gets its access log line.
+func newLogger(l config.Log, stderr io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
+	lvl := zap.NewAtomicLevel()
+	if err := lvl.UnmarshalText([]byte(l.Level)); err != nil {
+		return nil, lvl, fmt.Errorf("log.level: %w", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if l.Format == "console" {
+		ec.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), lvl)
+	return zap.New(core, zap.ErrorOutput(zapcore.AddSync(stderr))), lvl, nil
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ralf "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
