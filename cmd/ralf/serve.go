@@ -46,11 +46,11 @@ var reloadDebounce time.Duration
 // serve runs the gateway until ctx is done, then shuts down gracefully. path "" means
 // no file to watch (demo). ready, when set, is told the address once listening.
 func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Writer, ready func(addr string)) error {
-	log, lvl, err := newLogger(cfg.Log, stderr)
+	log, lvl, stopLog, err := newServeLogger(cfg.Log, stderr)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
+	defer stopLog()
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
@@ -86,6 +86,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 	}
 	log.Info("ralf listening", zap.String("addr", ln.Addr().String()), zap.String("version", version),
 		zap.Strings("providers", enabledNames(cfg)), zap.Bool("auth", cfg.Auth.Enabled))
+	_ = log.Sync()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -265,14 +265,38 @@ type openAIRequest struct {
 }
 
 func decodeOpenAI(body []byte, lim config.Limits) (*openAIRequest, *httpError) {
+	// One pass over the body: the top-level fields as raw values, then each known
+	// field decoded from its own bytes; the rest is passed through as Extra.
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, jsonError(body, err)
 	}
 	var b openAIBody
-	if err := json.Unmarshal(body, &b); err != nil {
-		return nil, jsonError(body, err)
+	field := func(name string, dst any) *httpError {
+		v, ok := raw[name]
+		if !ok {
+			return nil
+		}
+		if err := json.Unmarshal(v, dst); err != nil {
+			he := jsonError(v, err)
+			he.msg = "invalid JSON in " + name + ": " + strings.TrimPrefix(he.msg, "invalid JSON at ")
+			return he
+		}
+		return nil
 	}
+	for _, f := range []struct {
+		name string
+		dst  any
+	}{
+		{"model", &b.Model}, {"messages", &b.Messages}, {"stream", &b.Stream}, {"stream_options", &b.StreamOptions},
+		{"temperature", &b.Temperature}, {"top_p", &b.TopP}, {"max_tokens", &b.MaxTokens},
+		{"max_completion_tokens", &b.MaxCompletionTokens}, {"n", &b.N},
+	} {
+		if he := field(f.name, f.dst); he != nil {
+			return nil, he
+		}
+	}
+	b.Stop = raw["stop"]
 	msgs, he := validateMessages(b.Messages, b.Messages != nil, lim, "messages")
 	if he != nil {
 		return nil, he
