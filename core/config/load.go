@@ -100,8 +100,10 @@ func providerDefaults() Provider {
 
 // decoder converts the YAML tree into Config, collecting every error with its path.
 type decoder struct {
-	getenv   func(string) (string, bool)
-	fromEnv  bool // the last scalar came from ${VAR} expansion: never echo it (it may be a key)
+	getenv func(string) (string, bool)
+	// envTmpl maps the path of every value that came from ${VAR} expansion to its template:
+	// errors about such a value name the variables and never echo the value (it may be a key).
+	envTmpl  map[string]string
 	errs     []error
 	warnings []string
 }
@@ -131,7 +133,7 @@ func (d *decoder) value(path string, raw any, v reflect.Value) {
 		}
 		dur, err := time.ParseDuration(s)
 		if err != nil {
-			d.errorf(path, "invalid duration %s (use a number with a unit, like 30s or 500ms)", d.q(s))
+			d.errorf(path, "invalid duration %s (use a number with a unit, like 30s or 500ms)", d.q(path, s))
 			return
 		}
 		v.SetInt(int64(dur))
@@ -204,7 +206,7 @@ func (d *decoder) value(path string, raw any, v reflect.Value) {
 			}
 			pb, err := strconv.ParseBool(strings.ToLower(s))
 			if err != nil {
-				d.errorf(path, "must be true or false, not %s", d.q(s))
+				d.errorf(path, "must be true or false, not %s", d.q(path, s))
 				return
 			}
 			v.SetBool(pb)
@@ -226,7 +228,7 @@ func (d *decoder) value(path string, raw any, v reflect.Value) {
 			}
 			i, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, 64)
 			if err != nil {
-				d.errorf(path, "must be a whole number, not %s", d.q(s))
+				d.errorf(path, "must be a whole number, not %s", d.q(path, s))
 				return
 			}
 			v.SetInt(i)
@@ -236,22 +238,31 @@ func (d *decoder) value(path string, raw any, v reflect.Value) {
 	}
 }
 
-// q quotes a bad value for an error message, unless it came from the environment.
-func (d *decoder) q(s string) string {
-	if d.fromEnv {
-		return "(a value from the environment)"
+// q quotes the bad value at path for an error message, unless it came from the
+// environment: then it names the variables instead.
+func (d *decoder) q(path, s string) string {
+	if tmpl, ok := d.envTmpl[path]; ok {
+		refs := envRefs(tmpl)
+		for i := range refs {
+			refs[i] = "${" + refs[i] + "}"
+		}
+		return "the value of " + strings.Join(refs, ", ")
 	}
 	return strconv.Quote(s)
 }
 
 // scalar returns a scalar as an env-expanded string.
 func (d *decoder) scalar(path string, raw any) (string, bool) {
-	d.fromEnv = false
 	switch s := raw.(type) {
 	case string:
-		d.fromEnv = strings.Contains(s, "${")
+		if strings.Contains(s, "${") && len(envRefs(s)) > 0 {
+			if d.envTmpl == nil {
+				d.envTmpl = map[string]string{}
+			}
+			d.envTmpl[path] = s
+		}
 		return d.expand(path, s), true
-	case bool, int, int64, float64:
+	case bool, int, int64, uint64, float64:
 		return fmt.Sprint(s), true
 	}
 	d.errorf(path, "must be a single value, not %s", kindOf(raw))
@@ -374,13 +385,13 @@ func (d *decoder) providerKeys(raw map[string]any, c *Config) {
 		}
 		tmpl, written := m["api_key"].(string)
 		p := &c.Providers[i]
-		if !written || tmpl == "" || p.APIKey != "" || !p.Enabled {
+		if !written || p.APIKey != "" || !p.Enabled {
 			continue
 		}
 		p.Enabled = false
 		what := "api_key is empty"
 		if refs := envRefs(tmpl); len(refs) > 0 {
-			what = fmt.Sprintf("api_key is empty (%s not set?)", strings.Join(refs, ", "))
+			what = fmt.Sprintf("api_key is empty (%s unset?)", strings.Join(refs, ", "))
 		}
 		d.warnings = append(d.warnings, fmt.Sprintf("providers[%d] (%s): %s, provider skipped", i, p.Name, what))
 	}
@@ -431,16 +442,16 @@ func (d *decoder) seedEnv(c *Config) {
 	}
 	if v, ok := get("RATE_LIMIT_MAX"); ok {
 		n, err := strconv.Atoi(v)
-		if err != nil {
-			d.errorf("RATE_LIMIT_MAX", "must be a whole number, not %q", v)
+		if err != nil || n <= 0 {
+			d.errorf("RATE_LIMIT_MAX", "must be a whole number greater than 0, not %q", v)
 		} else {
 			c.Limits.Rate.Requests = n
 		}
 	}
 	if v, ok := get("RATE_LIMIT_WINDOW_MS"); ok {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			d.errorf("RATE_LIMIT_WINDOW_MS", "must be milliseconds as a whole number, not %q", v)
+		if err != nil || n <= 0 || n > int64(time.Duration(1<<63-1)/time.Millisecond) {
+			d.errorf("RATE_LIMIT_WINDOW_MS", "must be milliseconds as a whole number greater than 0, not %q", v)
 		} else {
 			c.Limits.Rate.Window = time.Duration(n) * time.Millisecond
 		}
@@ -471,10 +482,16 @@ func kindOf(raw any) string {
 	switch raw.(type) {
 	case map[string]any:
 		return "a mapping"
+	case map[any]any:
+		return "a mapping with non-text keys"
 	case []any:
 		return "a list"
 	case string:
 		return "a string"
+	case int, int64, uint64, float64:
+		return "a number"
+	case bool:
+		return "a boolean"
 	}
 	return fmt.Sprintf("%T", raw)
 }

@@ -19,9 +19,9 @@ var (
 
 func (c *Config) validate(d *decoder, opts Options) {
 	if _, port, err := net.SplitHostPort(c.Server.Listen); err != nil {
-		d.errorf("server.listen", "must be host:port like \":3000\" or \"127.0.0.1:3000\", not %q", c.Server.Listen)
+		d.errorf("server.listen", "must be host:port like \":3000\" or \"127.0.0.1:3000\", not %s", d.q("server.listen", c.Server.Listen))
 	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		d.errorf("server.listen", "invalid port %q", port)
+		d.errorf("server.listen", "invalid port in %s", d.q("server.listen", c.Server.Listen))
 	}
 	positive := func(path string, n int64) {
 		if n <= 0 {
@@ -33,18 +33,18 @@ func (c *Config) validate(d *decoder, opts Options) {
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		d.errorf("log.level", "must be one of debug, info, warn, error, not %q", c.Log.Level)
+		d.errorf("log.level", "must be one of debug, info, warn, error, not %s", d.q("log.level", c.Log.Level))
 	}
 	switch c.Log.Format {
 	case "json", "console":
 	default:
-		d.errorf("log.format", "must be json or console, not %q", c.Log.Format)
+		d.errorf("log.format", "must be json or console, not %s", d.q("log.format", c.Log.Format))
 	}
 	r := &c.Routing
 	switch r.Strategy {
 	case "round_robin", "weighted":
 	default:
-		d.errorf("routing.strategy", "must be round_robin or weighted, not %q", r.Strategy)
+		d.errorf("routing.strategy", "must be round_robin or weighted, not %s", d.q("routing.strategy", r.Strategy))
 	}
 	positive("routing.max_attempts", int64(r.MaxAttempts))
 	positive("routing.failure_threshold", int64(r.FailureThreshold))
@@ -64,10 +64,10 @@ func (c *Config) validate(d *decoder, opts Options) {
 		case p.Name == "":
 			d.errorf(path+".name", "is required")
 		case !nameRe.MatchString(p.Name):
-			d.errorf(path+".name", "%q must match [a-z0-9_-]+", p.Name)
+			d.errorf(path+".name", "%s must match [a-z0-9_-]+", d.q(path+".name", p.Name))
 		default:
 			if j, dup := seen[p.Name]; dup {
-				d.errorf(path+".name", "%q is already used by providers[%d]", p.Name, j)
+				d.errorf(path+".name", "%s is already used by providers[%d]", d.q(path+".name", p.Name), j)
 			} else {
 				seen[p.Name] = i
 			}
@@ -76,7 +76,7 @@ func (c *Config) validate(d *decoder, opts Options) {
 			p.Dialect = "openai"
 		}
 		if opts.KnownDialect != nil && !opts.KnownDialect(p.Dialect) {
-			d.errorf(path+".dialect", "unknown dialect %q", p.Dialect)
+			d.errorf(path+".dialect", "unknown dialect %s", d.q(path+".dialect", p.Dialect))
 		}
 		p.BaseURL = strings.TrimRight(p.BaseURL, "/")
 		if u, err := url.Parse(p.BaseURL); p.BaseURL == "" {
@@ -114,7 +114,7 @@ func (c *Config) validate(d *decoder, opts Options) {
 	switch l.Rate.OnStoreError {
 	case "allow", "deny":
 	default:
-		d.errorf("limits.rate.on_store_error", "must be allow or deny, not %q", l.Rate.OnStoreError)
+		d.errorf("limits.rate.on_store_error", "must be allow or deny, not %s", d.q("limits.rate.on_store_error", l.Rate.OnStoreError))
 	}
 
 	if u, err := url.Parse(c.Store); err != nil || u.Scheme == "" {
@@ -125,6 +125,10 @@ func (c *Config) validate(d *decoder, opts Options) {
 		d.errorf("store", "sqlite:// needs a path, like sqlite://data/ralf.db")
 	} else if u.Scheme == "redis" && u.Host == "" {
 		d.errorf("store", "redis:// needs a host, like redis://127.0.0.1:6379/0")
+	} else if db := strings.Trim(u.Path, "/"); u.Scheme == "redis" && db != "" {
+		if n, err := strconv.Atoi(db); err != nil || n < 0 {
+			d.errorf("store", "redis:// database must be a number, like redis://127.0.0.1:6379/0")
+		}
 	}
 
 	for i, o := range c.CORS.AllowedOrigins {
@@ -163,6 +167,7 @@ func (c *Config) Redacted() *Config {
 			h[k] = v
 		}
 		p.Headers = h
+		p.Params = deepCopy(p.Params).(map[string]any)
 		cp.Providers[i] = p
 	}
 	if cp.Auth.MasterKey != "" {
@@ -176,8 +181,32 @@ func (c *Config) Redacted() *Config {
 		u.User = url.User("[redacted]")
 		cp.Store = u.String()
 	}
+	cp.CORS.AllowedOrigins = append([]string(nil), c.CORS.AllowedOrigins...)
 	cp.Warnings = append([]string(nil), c.Warnings...)
 	return &cp
+}
+
+// deepCopy copies the maps and lists of a decoded YAML value, so a redacted copy
+// shares nothing mutable with the live config.
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		if x == nil {
+			return x
+		}
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = deepCopy(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = deepCopy(e)
+		}
+		return out
+	}
+	return v
 }
 
 // LoadDotEnv loads KEY=VALUE lines from path into the environment without overriding
