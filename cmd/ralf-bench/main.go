@@ -402,7 +402,10 @@ func drive(t target, sc scenario, o options) *result {
 				go func() {
 					defer wg.Done()
 					defer func() { <-sem }()
-					record(one(ctx))
+					ttfb, total, err := one(ctx)
+					if ctx.Err() == nil { // requests cut by the end of the run are not errors
+						record(ttfb, total, err)
+					}
 				}()
 			}
 		}
