@@ -315,3 +315,57 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	l.stop()
 }
+
+// TestReloadAuthLimitsCORSAndPools: auth keys, limits and CORS change live; an
+// unchanged provider keeps its upstream connection pool.
+func TestReloadAuthLimitsCORSAndPools(t *testing.T) {
+	base := providersYAML("a")
+	l := startLive(t, base)
+	defer l.stop()
+	do := func(key, origin string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, l.url+"/chat", strings.NewReader(`{"messages":[{"role":"user","content":"Hello"}]}`))
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	if res := do("", ""); res.StatusCode != 200 {
+		t.Fatalf("auth off: %d", res.StatusCode)
+	}
+	conns := l.mock.OpenConns()
+
+	gen := l.health().Config.Generation
+	l.write(base + "auth: {enabled: true, keys: [client-key-1]}\ncors: {allowed_origins: [\"https://app.example\"]}\n")
+	l.waitHealth("auth on", func(h health) bool { return h.Config.Generation > gen })
+	if res := do("", ""); res.StatusCode != 401 {
+		t.Fatalf("auth turned on by a reload: no key got %d", res.StatusCode)
+	}
+	res := do("client-key-1", "https://app.example")
+	if res.StatusCode != 200 || res.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
+		t.Fatalf("new static key / CORS origin: %d %q", res.StatusCode, res.Header.Get("Access-Control-Allow-Origin"))
+	}
+	if got := do("client-key-1", "https://other.example").Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Fatalf("origin outside the new list allowed: %q", got)
+	}
+	if n := l.mock.OpenConns(); n != conns {
+		t.Fatalf("upstream connections %d → %d: the unchanged provider lost its pool", conns, n)
+	}
+
+	gen = l.health().Config.Generation
+	l.write(strings.Replace(base, "limits: {rate: {enabled: false}}", "limits: {rate: {enabled: true, requests: 2, window: 1m}}", 1))
+	l.waitHealth("limit on", func(h health) bool { return h.Config.Generation > gen })
+	codes := []int{do("", "").StatusCode, do("", "").StatusCode, do("", "").StatusCode}
+	if codes[0] != 200 || codes[1] != 200 || codes[2] != 429 {
+		t.Fatalf("rate limit set by a reload: %v, want [200 200 429]", codes)
+	}
+}
