@@ -224,7 +224,7 @@ func cmdDemo(ctx context.Context, args []string, stderr io.Writer) error {
 
 func demoConfig(mockURL string) string {
 	return `server:
-  listen: ":3000"
+  listen: "127.0.0.1:3000"
 log:
   level: info
   format: console
