@@ -267,9 +267,13 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	var usageVal llm.Usage
 	finish := ""
 	first := true
+	// One chunk variable for the whole stream: framers take its address, so a
+	// per-iteration variable would be a heap allocation per chunk.
+	var c llm.Chunk
 	for {
 		t := time.Now()
-		c, err := st.Recv()
+		var err error
+		c, err = st.Recv()
 		in.UpstreamWait += time.Since(t)
 		if err == io.EOF {
 			break
@@ -378,9 +382,13 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	var usage *llm.Usage
 	finish := ""
 	first := true
+	// One chunk variable for the whole stream: framers take its address, so a
+	// per-iteration variable would be a heap allocation per chunk.
+	var c llm.Chunk
 	for {
 		t := time.Now()
-		c, err := st.Recv()
+		var err error
+		c, err = st.Recv()
 		in.UpstreamWait += time.Since(t)
 		if err == io.EOF {
 			break
