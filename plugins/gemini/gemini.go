@@ -7,12 +7,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ralf-gateway/ralf/core/config"
@@ -28,26 +30,102 @@ var (
 	_ llm.WaitNotifier = (*stream)(nil)
 )
 
+const (
+	maxEvent   = 4 << 20  // one SSE event; thinking summaries can be long
+	maxWhole   = 32 << 20 // one non-streaming answer
+	maxMessage = 300      // upstream error text shown to clients
+)
+
+// errClosed is what Recv returns after Close.
+var errClosed = errors.New("stream closed")
+
 // Provider talks to one Gemini API endpoint.
 type Provider struct {
 	cfg    config.Provider
 	client *http.Client
+	base   string // base_url without a trailing slash
+	// gen holds generationConfig defaults from params, encoded once at load time.
+	gen map[string]json.RawMessage
+	// top holds request-level Gemini fields from params (safetySettings, tools, ...).
+	top map[string]json.RawMessage
 }
 
-// New builds the provider from its config.
+// New builds the provider from its config. Params are split and encoded here, so a
+// value JSON cannot express fails at load time rather than on every request.
 func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 	u, err := url.Parse(cfg.BaseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("base_url must be an absolute http(s) URL")
+		return nil, fmt.Errorf("%s: base_url must be an absolute http(s) URL", cfg.Name)
+	}
+	if u.RawQuery != "" {
+		// The method suffix goes after the path; a query would end up before it.
+		return nil, fmt.Errorf("%s: base_url must not have a query", cfg.Name)
 	}
 	if deps.Client == nil {
 		deps.Client = http.DefaultClient
 	}
-	return &Provider{cfg: cfg, client: deps.Client}, nil
+	p := &Provider{cfg: cfg, client: deps.Client, base: strings.TrimRight(cfg.BaseURL, "/"),
+		gen: map[string]json.RawMessage{}, top: map[string]json.RawMessage{}}
+	put := func(m map[string]json.RawMessage, k string, v any) error {
+		if s, ok := v.(string); ok && k == "stopSequences" {
+			v = []string{s}
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("%s: params.%s: %w", cfg.Name, k, err)
+		}
+		m[k] = b
+		return nil
+	}
+	for k, v := range cfg.Params {
+		switch {
+		case k == "generationConfig":
+			gm, ok := v.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("%s: params.generationConfig must be a mapping", cfg.Name)
+			}
+			for gk, gv := range gm {
+				if err := put(p.gen, gk, gv); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		case requestFields[k]:
+			err = put(p.top, k, v)
+		case generationKeys[k] != "":
+			err = put(p.gen, generationKeys[k], v)
+		default:
+			// Already in Gemini form: thinkingConfig, topK, candidateCount, responseMimeType, ...
+			err = put(p.gen, k, v)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
 }
 
 // Name is the provider's configured name.
 func (p *Provider) Name() string { return p.cfg.Name }
+
+// generationKeys maps OpenAI-style parameter names to Gemini's generationConfig.
+var generationKeys = map[string]string{
+	"temperature": "temperature", "top_p": "topP", "top_k": "topK", "max_tokens": "maxOutputTokens",
+	"max_output_tokens": "maxOutputTokens", "stop": "stopSequences", "presence_penalty": "presencePenalty",
+	"frequency_penalty": "frequencyPenalty", "seed": "seed", "candidate_count": "candidateCount",
+	"response_mime_type": "responseMimeType",
+}
+
+// requestFields are params that belong beside contents, not in generationConfig.
+var requestFields = map[string]bool{
+	"safetySettings": true, "tools": true, "toolConfig": true, "cachedContent": true, "labels": true,
+	"safety_settings": true, "tool_config": true, "cached_content": true,
+}
+
+// extraKeys are OpenAI request fields (ChatRequest.Extra) Gemini can express.
+var extraKeys = map[string]string{
+	"seed": "seed", "presence_penalty": "presencePenalty", "frequency_penalty": "frequencyPenalty", "top_k": "topK",
+}
 
 type part struct {
 	Text string `json:"text"`
@@ -58,23 +136,27 @@ type content struct {
 	Parts []part `json:"parts"`
 }
 
-// generationKeys maps OpenAI-style parameter names to Gemini's generationConfig.
-var generationKeys = map[string]string{
-	"temperature": "temperature", "top_p": "topP", "top_k": "topK", "max_tokens": "maxOutputTokens",
-	"max_output_tokens": "maxOutputTokens", "stop": "stopSequences", "presence_penalty": "presencePenalty",
-	"frequency_penalty": "frequencyPenalty", "seed": "seed", "candidate_count": "candidateCount",
+type request struct {
+	Contents          []content                  `json:"contents"`
+	SystemInstruction *content                   `json:"systemInstruction,omitempty"`
+	GenerationConfig  map[string]json.RawMessage `json:"generationConfig,omitempty"`
 }
 
 // body builds the generateContent request: system messages → systemInstruction,
-// assistant → role "model", consecutive same-role turns merged.
+// assistant → role "model", every other role → "user", consecutive same-role turns
+// merged (Gemini wants turns to alternate). Request values override params.
 func (p *Provider) body(req *llm.ChatRequest) ([]byte, error) {
 	var system []string
-	var contents []content
+	contents := make([]content, 0, len(req.Messages))
 	for _, m := range req.Messages {
-		switch m.Role {
-		case "system":
-			system = append(system, m.Content)
+		if m.Role == "system" || m.Role == "developer" {
+			if m.Content != "" {
+				system = append(system, m.Content)
+			}
 			continue
+		}
+		if m.Content == "" {
+			continue // Gemini rejects empty text parts
 		}
 		role := "user"
 		if m.Role == "assistant" {
@@ -86,53 +168,64 @@ func (p *Provider) body(req *llm.ChatRequest) ([]byte, error) {
 		}
 		contents = append(contents, content{Role: role, Parts: []part{{Text: m.Content}}})
 	}
+	r := request{Contents: contents, GenerationConfig: p.gen}
 	if len(contents) == 0 {
 		// Gemini needs at least one turn; a system-only request becomes a user turn.
-		contents = []content{{Role: "user", Parts: []part{{Text: strings.Join(system, "\n\n")}}}}
+		r.Contents = []content{{Role: "user", Parts: []part{{Text: strings.Join(system, "\n\n")}}}}
 		system = nil
 	}
-	gen := map[string]any{}
-	body := map[string]any{"contents": contents}
-	for k, v := range p.cfg.Params {
-		switch k {
-		case "generationConfig":
-			if m, ok := v.(map[string]any); ok {
-				for gk, gv := range m {
-					gen[gk] = gv
-				}
-			}
-		case "safetySettings", "tools", "toolConfig", "cachedContent", "labels":
-			body[k] = v // request-level Gemini fields
-		default:
-			if gk, ok := generationKeys[k]; ok {
-				gen[gk] = v
-			} else {
-				gen[k] = v // already in Gemini form: thinkingConfig, topK, responseMimeType, ...
+	if len(system) > 0 {
+		r.SystemInstruction = &content{Parts: []part{{Text: strings.Join(system, "\n\n")}}}
+	}
+	copied := false
+	set := func(k string, v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		if !copied {
+			// p.gen is shared by concurrent requests: overrides go into a copy.
+			copied = true
+			r.GenerationConfig = make(map[string]json.RawMessage, len(p.gen)+4)
+			for k, v := range p.gen {
+				r.GenerationConfig[k] = v
 			}
 		}
+		r.GenerationConfig[k] = b
+		return nil
 	}
-	if req.Temperature != nil {
-		gen["temperature"] = *req.Temperature
+	var err error
+	for k, v := range req.Extra {
+		if gk := extraKeys[k]; gk != "" && err == nil && string(v) != "null" {
+			err = set(gk, v)
+		}
 	}
-	if req.TopP != nil {
-		gen["topP"] = *req.TopP
+	if req.Temperature != nil && err == nil {
+		err = set("temperature", *req.Temperature)
 	}
-	if req.MaxTokens != nil {
-		gen["maxOutputTokens"] = *req.MaxTokens
+	if req.TopP != nil && err == nil {
+		err = set("topP", *req.TopP)
 	}
-	if len(req.Stop) > 0 {
-		gen["stopSequences"] = req.Stop
+	if req.MaxTokens != nil && err == nil {
+		err = set("maxOutputTokens", *req.MaxTokens)
 	}
-	if s, ok := gen["stopSequences"].(string); ok {
-		gen["stopSequences"] = []string{s}
+	if len(req.Stop) > 0 && err == nil {
+		err = set("stopSequences", req.Stop)
 	}
-	if len(gen) > 0 {
-		body["generationConfig"] = gen
+	if err != nil {
+		return nil, err
 	}
-	if len(system) > 0 {
-		body["systemInstruction"] = content{Parts: []part{{Text: strings.Join(system, "\n\n")}}}
+	b, err := json.Marshal(&r)
+	if err != nil || len(p.top) == 0 {
+		return b, err
 	}
-	return json.Marshal(body)
+	// Splice request-level params in after the known fields.
+	extra, err := json.Marshal(p.top)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b[:len(b)-1], ',')
+	return append(b, extra[1:]...), nil
 }
 
 // ChatStream sends the request; an HTTP error answer is an *llm.UpstreamError.
@@ -145,7 +238,7 @@ func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.St
 	if req.Model != "" {
 		model = req.Model
 	}
-	u := p.cfg.BaseURL + "/models/" + url.PathEscape(model)
+	u := p.base + "/models/" + url.PathEscape(model)
 	if req.Stream {
 		u += ":streamGenerateContent?alt=sse"
 	} else {
@@ -172,207 +265,251 @@ func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.St
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b := llm.ReadError(resp)
 		cancel()
-		msg, retry := errorDetails(b)
-		ra := llm.RetryAfter(resp.Header, resp.StatusCode, time.Now())
-		if ra == 0 {
-			ra = retry
-		}
-		return nil, &llm.UpstreamError{Provider: p.cfg.Name, Status: resp.StatusCode,
-			Message: llm.Sanitize(msg, p.cfg.APIKey, 300), RetryAfter: ra}
+		return nil, p.httpError(resp, b)
 	}
-	s := &stream{p: p, body: resp.Body, cancel: cancel}
+	s := &stream{p: p, body: resp.Body}
 	s.release = sync.OnceFunc(func() { cancel(); resp.Body.Close() })
 	if !req.Stream {
 		defer s.release()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxWhole))
 		if err != nil {
 			return nil, llm.TransportError(p.cfg.Name, err)
 		}
-		c, err := s.decode(bytes.TrimSpace(b))
+		c, err := s.decode(b)
 		if err != nil {
 			return nil, err
 		}
-		if u := s.usage; u != nil {
-			c.Usage = u
+		if s.hasUsage && c.Usage == nil {
+			c.Usage = s.usageOut()
 		}
-		c.Text = append([]byte(nil), c.Text...)
-		c.Reasoning = append([]byte(nil), c.Reasoning...)
+		// Nothing else uses the scanner's buffers: the chunk may keep them.
 		return llm.Single(c), nil
 	}
-	s.rd = sse.NewReader(resp.Body, 4<<20)
+	s.rd = sse.NewReader(resp.Body, maxEvent)
 	return s, nil
 }
 
-// errorDetails reads Google's error envelope {error:{code,message,status,details}}.
-func errorDetails(b []byte) (string, time.Duration) {
-	var e struct {
-		Error struct {
-			Message string `json:"message"`
-			Status  string `json:"status"`
-			Details []struct {
-				Type       string `json:"@type"`
-				RetryDelay string `json:"retryDelay"`
-			} `json:"details"`
-		} `json:"error"`
+// googleError is the inside of Google's error envelope {"error": {...}}.
+type googleError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Status  string `json:"status"`
+	Details []struct {
+		RetryDelay string `json:"retryDelay"` // google.rpc.RetryInfo: "12s", "12.5s"
+	} `json:"details"`
+}
+
+func (e *googleError) text() string {
+	if e.Status != "" && e.Message != "" {
+		return e.Status + ": " + e.Message
 	}
-	if json.Unmarshal(b, &e) != nil || e.Error.Message == "" {
-		var arr []json.RawMessage // some endpoints wrap the envelope in an array
-		if json.Unmarshal(b, &arr) == nil && len(arr) > 0 {
-			return errorDetails(arr[0])
+	return e.Status + e.Message
+}
+
+func (e *googleError) retryDelay() time.Duration {
+	for _, d := range e.Details {
+		if v, err := time.ParseDuration(strings.TrimSpace(d.RetryDelay)); err == nil && v > 0 {
+			return v
 		}
-		return strings.TrimSpace(string(b)), 0
 	}
+	return 0
+}
+
+// parseEnvelope reads {"error":{...}}, also when wrapped in an array as Google does
+// for some streaming endpoints. ok is false when b is not such an envelope.
+func parseEnvelope(b []byte) (e googleError, ok bool) {
+	var env struct {
+		Error *googleError `json:"error"`
+	}
+	if json.Unmarshal(b, &env) == nil && env.Error != nil {
+		return *env.Error, true
+	}
+	var arr []json.RawMessage
+	if json.Unmarshal(b, &arr) == nil && len(arr) > 0 && json.Unmarshal(arr[0], &env) == nil && env.Error != nil {
+		return *env.Error, true
+	}
+	return googleError{}, false
+}
+
+// httpError maps a non-2xx answer. Retry-After wins over a RetryInfo retryDelay.
+func (p *Provider) httpError(resp *http.Response, b []byte) *llm.UpstreamError {
+	msg := strings.TrimSpace(string(b))
 	var retry time.Duration
-	for _, d := range e.Error.Details {
-		if d.RetryDelay != "" {
-			retry, _ = time.ParseDuration(d.RetryDelay)
+	if e, ok := parseEnvelope(b); ok {
+		msg, retry = e.text(), e.retryDelay()
+	}
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	if ra := llm.RetryAfter(resp.Header, resp.StatusCode, time.Now()); ra > 0 {
+		retry = ra
+	}
+	return &llm.UpstreamError{Provider: p.cfg.Name, Status: resp.StatusCode,
+		Message: llm.Sanitize(msg, p.cfg.APIKey, maxMessage), RetryAfter: retry}
+}
+
+// streamError maps the value of an "error" member inside a 200 answer.
+func (p *Provider) streamError(raw []byte) *llm.UpstreamError {
+	var e googleError
+	if json.Unmarshal(raw, &e) != nil {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			e.Message = s
 		}
 	}
-	msg := e.Error.Message
-	if e.Error.Status != "" {
-		msg = e.Error.Status + ": " + msg
+	status := e.Code
+	if status < 400 || status > 599 {
+		status = http.StatusBadGateway
 	}
-	return msg, retry
+	msg := e.text()
+	if msg == "" {
+		msg = "error in upstream stream"
+	}
+	return &llm.UpstreamError{Provider: p.cfg.Name, Status: status,
+		Message: llm.Sanitize(msg, p.cfg.APIKey, maxMessage), RetryAfter: e.retryDelay()}
 }
 
-// stream reads a :streamGenerateContent?alt=sse answer.
+// stream reads a :streamGenerateContent?alt=sse answer (or decodes a whole one).
 type stream struct {
-	p        *Provider
-	body     io.ReadCloser
-	cancel   context.CancelFunc
-	release  func()
-	rd       *sse.Reader
-	w        wire
-	text     []byte
-	reason   []byte
-	usage    *llm.Usage
-	finished bool
-	done     bool
+	p       *Provider
+	body    io.ReadCloser
+	release func()
+	rd      *sse.Reader
+	sc      scanner
+	err     error // terminal: returned by every Recv once set
+	closed  atomic.Bool
+
+	usage     usage // latest usageMetadata: Gemini repeats it, growing, on every event
+	hasUsage  bool
+	sent      usage // usage as last emitted
+	usageSent bool
+	finished  bool
 }
 
-type wire struct {
-	Candidates []struct {
-		Content struct {
-			Parts []struct {
-				Text    string `json:"text"`
-				Thought bool   `json:"thought"`
-			} `json:"parts"`
-		} `json:"content"`
-		FinishReason string `json:"finishReason"`
-	} `json:"candidates"`
-	UsageMetadata *struct {
-		PromptTokenCount     int `json:"promptTokenCount"`
-		CandidatesTokenCount int `json:"candidatesTokenCount"`
-		ThoughtsTokenCount   int `json:"thoughtsTokenCount"`
-		TotalTokenCount      int `json:"totalTokenCount"`
-	} `json:"usageMetadata"`
-	PromptFeedback *struct {
-		BlockReason string `json:"blockReason"`
-	} `json:"promptFeedback"`
-	Error *struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-		Status  string `json:"status"`
-	} `json:"error"`
-}
-
-// finishReasons maps Gemini's finish reasons to OpenAI's.
-func finishReason(r string) string {
-	switch r {
-	case "":
-		return ""
+// finishReason maps Gemini's finish reasons to OpenAI's.
+func finishReason(r []byte) string {
+	switch string(r) {
 	case "STOP":
 		return "stop"
 	case "MAX_TOKENS":
 		return "length"
 	case "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY":
 		return "content_filter"
+	case "MALFORMED_FUNCTION_CALL":
+		return "malformed_function_call"
 	}
-	return strings.ToLower(r)
+	return strings.ToLower(string(r))
 }
 
-// decode converts one response object into a chunk. Usage is kept aside: Gemini
-// repeats it on every event, and only the last value is final.
+// usageOut emits the latest usage; completion tokens include thinking tokens, which
+// Google bills as output.
+func (s *stream) usageOut() *llm.Usage {
+	s.sent, s.usageSent = s.usage, true
+	u := s.usage
+	return &llm.Usage{PromptTokens: u.Prompt, CompletionTokens: u.Candidates + u.Thoughts, TotalTokens: u.Total}
+}
+
+// decode converts one response object into a chunk. Usage is kept aside and only
+// put on the finish chunk: Gemini repeats it on every event and only the last is final.
 func (s *stream) decode(data []byte) (llm.Chunk, error) {
-	// A fresh value each time: encoding/json leaves fields absent from this event
-	// (like "thought") as they were in a reused element.
-	s.w = wire{}
-	if err := json.Unmarshal(data, &s.w); err != nil {
-		return llm.Chunk{}, &llm.UpstreamError{Provider: s.p.cfg.Name, Status: http.StatusBadGateway, Message: "malformed data in upstream stream"}
+	f, err := s.sc.parse(data)
+	if err != nil {
+		return llm.Chunk{}, fmt.Errorf("%s: %w", s.p.cfg.Name, err)
 	}
-	if e := s.w.Error; e != nil {
-		status := e.Code
-		if status < 400 || status > 599 {
-			status = http.StatusBadGateway
-		}
-		msg := e.Message
-		if e.Status != "" {
-			msg = e.Status + ": " + msg
-		}
-		return llm.Chunk{}, &llm.UpstreamError{Provider: s.p.cfg.Name, Status: status, Message: llm.Sanitize(msg, s.p.cfg.APIKey, 300)}
+	if f.Error != nil {
+		return llm.Chunk{}, s.p.streamError(f.Error)
 	}
-	if u := s.w.UsageMetadata; u != nil {
-		s.usage = &llm.Usage{PromptTokens: u.PromptTokenCount, CompletionTokens: u.CandidatesTokenCount + u.ThoughtsTokenCount, TotalTokens: u.TotalTokenCount}
+	if f.HasUsage {
+		s.usage, s.hasUsage = f.Usage, true
 	}
-	if len(s.w.Candidates) == 0 {
-		if f := s.w.PromptFeedback; f != nil && f.BlockReason != "" {
-			return llm.Chunk{}, &llm.UpstreamError{Provider: s.p.cfg.Name, Status: http.StatusBadRequest, Message: "prompt blocked: " + f.BlockReason}
-		}
-		return llm.Chunk{}, nil
+	if !f.HasCandidate && len(f.BlockReason) > 0 {
+		return llm.Chunk{}, &llm.UpstreamError{Provider: s.p.cfg.Name, Status: http.StatusBadRequest,
+			Message: "prompt blocked: " + llm.Sanitize(string(f.BlockReason), s.p.cfg.APIKey, 64)}
 	}
-	c := &s.w.Candidates[0]
-	s.text, s.reason = s.text[:0], s.reason[:0]
-	for _, pt := range c.Content.Parts {
-		if pt.Thought {
-			s.reason = append(s.reason, pt.Text...)
-		} else {
-			s.text = append(s.text, pt.Text...)
-		}
-	}
-	out := llm.Chunk{Text: s.text, Reasoning: s.reason, FinishReason: finishReason(c.FinishReason)}
-	if out.FinishReason != "" {
+	c := llm.Chunk{Text: f.Text, Reasoning: f.Reasoning}
+	if f.Finish != nil {
 		s.finished = true
+		c.FinishReason = finishReason(f.Finish)
+		if s.hasUsage {
+			c.Usage = s.usageOut()
+		}
 	}
-	return out, nil
+	return c, nil
 }
 
-// Recv returns the next chunk with something in it; Text and Reasoning alias buffers
-// reused by the next Recv. The final usage comes with the finish chunk.
+// Recv returns the next chunk with something in it, io.EOF at the end of a complete
+// answer (one with a finish reason: Gemini has no end marker), or an error:
+// *llm.UpstreamError for an error the upstream reported, an error wrapping
+// io.ErrUnexpectedEOF when the body ended before a finish reason.
+//
+// Text and Reasoning alias buffers that the next Recv overwrites. Usage comes once,
+// with the finish chunk, or in a chunk of its own at the end if it changed after it.
 func (s *stream) Recv() (llm.Chunk, error) {
-	if s.done {
-		return llm.Chunk{}, io.EOF
+	if s.err != nil {
+		return llm.Chunk{}, s.err
+	}
+	if s.closed.Load() {
+		return llm.Chunk{}, s.fail(errClosed)
 	}
 	for {
 		ev, err := s.rd.Next()
-		if err == io.EOF {
-			s.done = true
-			if !s.finished {
-				return llm.Chunk{}, fmt.Errorf("%s: stream ended without a finish reason: %w", s.p.cfg.Name, io.ErrUnexpectedEOF)
+		if err != nil {
+			if s.closed.Load() {
+				return llm.Chunk{}, s.fail(errClosed)
 			}
-			return llm.Chunk{}, io.EOF
+			err = s.endErr(err)
+			if err == io.EOF && s.hasUsage && (!s.usageSent || s.usage != s.sent) {
+				s.fail(err)
+				return llm.Chunk{Usage: s.usageOut()}, nil
+			}
+			return llm.Chunk{}, s.fail(err)
 		}
+		data := bytes.TrimSpace(ev.Data)
+		if len(data) == 0 {
+			continue
+		}
+		c, err := s.decode(data)
 		if err != nil {
-			return llm.Chunk{}, fmt.Errorf("%s: read stream: %w", s.p.cfg.Name, err)
+			return llm.Chunk{}, s.fail(err)
 		}
-		c, err := s.decode(ev.Data)
-		if err != nil {
-			return llm.Chunk{}, err
-		}
-		if c.FinishReason != "" {
-			c.Usage = s.usage
-		}
-		if len(c.Text) == 0 && len(c.Reasoning) == 0 && c.FinishReason == "" {
+		if len(c.Text) == 0 && len(c.Reasoning) == 0 && c.FinishReason == "" && c.Usage == nil {
 			continue
 		}
 		return c, nil
 	}
 }
 
+// endErr maps the reader's error at the end of input.
+func (s *stream) endErr(err error) error {
+	switch {
+	case err == io.EOF && s.finished:
+		return io.EOF
+	case err == io.EOF:
+		return fmt.Errorf("%s: stream ended without a finish reason: %w", s.p.cfg.Name, io.ErrUnexpectedEOF)
+	case errors.Is(err, sse.ErrEventTooLarge):
+		return fmt.Errorf("%s: %w", s.p.cfg.Name, err)
+	}
+	return fmt.Errorf("%s: read stream: %w", s.p.cfg.Name, err)
+}
+
+// fail makes err terminal and releases the request.
+func (s *stream) fail(err error) error {
+	s.err = err
+	if s.release != nil {
+		s.release()
+	}
+	return err
+}
+
 // SetBeforeWait implements llm.WaitNotifier.
 func (s *stream) SetBeforeWait(fn func()) { s.rd.SetBeforeWait(fn) }
 
-// Close aborts the upstream request and releases the connection.
+// Close aborts the upstream request if it is still running; a Recv blocked in
+// another goroutine then returns. It is safe to call more than once.
 func (s *stream) Close() error {
-	s.release()
+	s.closed.Store(true)
+	if s.release != nil {
+		s.release()
+	}
 	return nil
 }
