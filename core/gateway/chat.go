@@ -223,6 +223,56 @@ func retryAfter(d time.Duration) string {
 	return strconv.Itoa(int(math.Max(1, math.Ceil(d.Seconds()))))
 }
 
+// receiver pulls chunks from an upstream stream and keeps what every relay needs:
+// the time spent waiting on the upstream, the time to the first token, the idle
+// timer, and the last usage and finish reason seen.
+type receiver struct {
+	st       llm.Stream
+	in       *middleware.Info
+	timer    *time.Timer
+	idle     time.Duration
+	started  bool
+	c        llm.Chunk // one chunk for the whole stream: framers take its address
+	usage    llm.Usage
+	hasUsage bool
+	finish   string
+}
+
+// next returns the next chunk, valid until the following call; io.EOF at a clean end.
+func (rv *receiver) next() (*llm.Chunk, error) {
+	t := time.Now()
+	c, err := rv.st.Recv()
+	rv.in.UpstreamWait += time.Since(t)
+	if err != nil {
+		return nil, err
+	}
+	if !rv.started {
+		rv.started = true
+		rv.in.TTFB = time.Since(rv.in.Start)
+	}
+	rv.timer.Reset(rv.idle)
+	rv.c = c
+	if c.Usage != nil {
+		rv.usage, rv.hasUsage = *c.Usage, true
+	}
+	if c.FinishReason != "" {
+		rv.finish = c.FinishReason
+	}
+	return &rv.c, nil
+}
+
+// done records a clean end of the upstream stream and returns its usage (nil if none).
+func (g *Gateway) done(p *provider, rv *receiver) *llm.Usage {
+	rv.timer.Stop()
+	p.health.Success()
+	g.m.Attempt(p.cfg.Name, "ok")
+	if !rv.hasUsage {
+		return nil
+	}
+	rv.in.TokensIn, rv.in.TokensOut = rv.usage.PromptTokens, rv.usage.CompletionTokens
+	return &rv.usage
+}
+
 // attempt sends the request to one provider and relays its answer.
 func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, fr framer, in *middleware.Info) attemptResult {
 	rt := &s.cfg.Routing
@@ -233,7 +283,6 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	timer := time.AfterFunc(rt.FirstByteTimeout, func() { timedOut.Store(true); cancel() })
 	defer timer.Stop()
 
-	name := p.cfg.Name
 	t0 := time.Now()
 	st, err := p.p.ChatStream(ctx, req)
 	in.UpstreamWait += time.Since(t0)
@@ -241,9 +290,10 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		return g.failed(r, s, p, in, err, timedOut.Load(), false)
 	}
 	defer st.Close()
+	rv := &receiver{st: st, in: in, timer: timer, idle: rt.IdleTimeout}
 
 	if fr == nil {
-		return g.collect(w, r, s, p, req, st, timer, &timedOut, in)
+		return g.collect(w, r, s, p, req, rv, &timedOut)
 	}
 
 	bp := bufPool.Get().(*[]byte)
@@ -263,26 +313,16 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		})
 	}
 	committed := false
-	var usage *llm.Usage
-	var usageVal llm.Usage
-	finish := ""
-	first := true
-	// One chunk variable for the whole stream: framers take its address, so a
-	// per-iteration variable would be a heap allocation per chunk.
-	var c llm.Chunk
 	for {
-		t := time.Now()
-		var err error
-		c, err = st.Recv()
-		in.UpstreamWait += time.Since(t)
+		c, err := rv.next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			if !committed {
-				return g.failed(r, s, p, in, err, timedOut.Load(), true)
-			}
 			res := g.failed(r, s, p, in, err, timedOut.Load(), true)
+			if !committed {
+				return res
+			}
 			if r.Context().Err() == nil {
 				buf = fr.fail(buf[:0], res.status, res.err.Error())
 				_, _ = w.Write(buf)
@@ -291,21 +331,9 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			res.committed = true
 			return res
 		}
-		if first {
-			first = false
-			in.TTFB = time.Since(in.Start)
-		}
-		timer.Reset(rt.IdleTimeout)
-		if c.Usage != nil {
-			usageVal = *c.Usage
-			usage = &usageVal
-		}
-		if c.FinishReason != "" {
-			finish = c.FinishReason
-		}
 		buf = buf[:0]
 		if !committed {
-			if !hasOutput(fr, &c) {
+			if !hasOutput(fr, c) {
 				continue
 			}
 			committed = true
@@ -314,7 +342,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			defer g.m.StreamEnd()
 			buf = fr.start(buf)
 		}
-		buf = fr.delta(buf, &c)
+		buf = fr.delta(buf, c)
 		if len(buf) == 0 {
 			continue
 		}
@@ -331,22 +359,15 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			return attemptResult{committed: true, err: ferr}
 		}
 	}
-	// Clean end of the upstream stream.
-	timer.Stop()
-	p.health.Success()
-	g.m.Attempt(name, "ok")
-	if usage != nil {
-		in.TokensIn, in.TokensOut = usage.PromptTokens, usage.CompletionTokens
-	}
+	usage := g.done(p, rv)
+	buf = buf[:0]
 	if !committed {
 		g.commit(w, fr, p, req)
 		g.m.StreamStart()
 		defer g.m.StreamEnd()
-		buf = fr.start(buf[:0])
-	} else {
-		buf = buf[:0]
+		buf = fr.start(buf)
 	}
-	buf = fr.end(buf, finish, usage)
+	buf = fr.end(buf, rv.finish, usage)
 	if len(buf) > 0 {
 		_, _ = w.Write(buf)
 	}
@@ -377,50 +398,26 @@ func (g *Gateway) commit(w http.ResponseWriter, fr framer, p *provider, req *llm
 
 // collect reads a whole answer for a non-streaming /v1 request; nothing is sent
 // before it is complete, so any failure can still fail over.
-func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, st llm.Stream, timer *time.Timer, timedOut *atomic.Bool, in *middleware.Info) attemptResult {
+func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, rv *receiver, timedOut *atomic.Bool) attemptResult {
 	var text, reasoning strings.Builder
-	var usage *llm.Usage
-	finish := ""
-	first := true
-	// One chunk variable for the whole stream: framers take its address, so a
-	// per-iteration variable would be a heap allocation per chunk.
-	var c llm.Chunk
 	for {
-		t := time.Now()
-		var err error
-		c, err = st.Recv()
-		in.UpstreamWait += time.Since(t)
+		c, err := rv.next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return g.failed(r, s, p, in, err, timedOut.Load(), true)
+			return g.failed(r, s, p, rv.in, err, timedOut.Load(), true)
 		}
-		if first {
-			first = false
-			in.TTFB = time.Since(in.Start)
-		}
-		timer.Reset(s.cfg.Routing.IdleTimeout)
 		text.Write(c.Text)
 		reasoning.Write(c.Reasoning)
-		if c.FinishReason != "" {
-			finish = c.FinishReason
-		}
-		if c.Usage != nil {
-			u := *c.Usage
-			usage = &u
-		}
 	}
-	timer.Stop()
-	p.health.Success()
-	g.m.Attempt(p.cfg.Name, "ok")
+	usage := g.done(p, rv)
+	if usage == nil {
+		usage = &llm.Usage{}
+	}
+	finish := rv.finish
 	if finish == "" {
 		finish = "stop"
-	}
-	if usage != nil {
-		in.TokensIn, in.TokensOut = usage.PromptTokens, usage.CompletionTokens
-	} else {
-		usage = &llm.Usage{}
 	}
 	msg := map[string]any{"role": "assistant", "content": text.String()}
 	if reasoning.Len() > 0 {
@@ -428,7 +425,7 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	}
 	w.Header().Set("X-Provider", p.cfg.Name)
 	writeJSON(w, http.StatusOK, map[string]any{
-		"id":      "chatcmpl-" + in.RequestID,
+		"id":      "chatcmpl-" + rv.in.RequestID,
 		"object":  "chat.completion",
 		"created": time.Now().Unix(),
 		"model":   p.model(req.Model),
