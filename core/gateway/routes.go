@@ -59,9 +59,12 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 		})
 	}).Methods(http.MethodGet)
 
+	// Recover sits inside AccessLog: a panic's 500 is then what the access line and
+	// the metrics record (outside, they saw the 200 of a response never written),
+	// and the panic line carries the request id.
 	return middleware.Chain(r,
-		middleware.Recover(g.log),
 		middleware.AccessLog(g.log.Named("access"), g.record),
+		middleware.Recover(g.log),
 		auth.CORS(cfg.CORS),
 	)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"sync"
 	"time"
@@ -53,7 +54,15 @@ type ResponseWriter struct {
 	http.ResponseWriter
 	Status  int
 	Written int64
+
+	// errBody is the start of an error answer's body: refusals written outside the
+	// chat handlers (auth, rate limit, 404, 405, panics) report their message only
+	// there, and the access log must still say why the request failed.
+	errBody []byte
 }
+
+// maxErrBody bounds what is kept of an error body: our JSON errors are far shorter.
+const maxErrBody = 4 << 10
 
 // WriteHeader records the status.
 func (w *ResponseWriter) WriteHeader(code int) {
@@ -67,6 +76,9 @@ func (w *ResponseWriter) WriteHeader(code int) {
 func (w *ResponseWriter) Write(b []byte) (int, error) {
 	if w.Status == 0 {
 		w.Status = http.StatusOK
+	}
+	if w.Status >= 400 && w.errBody == nil && len(b) > 0 {
+		w.errBody = append([]byte(nil), b[:min(len(b), maxErrBody)]...) // b may be reused by the caller
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.Written += int64(n)
@@ -154,6 +166,9 @@ func AccessLog(log *zap.Logger, rec Recorder) func(http.Handler) http.Handler {
 				if in.Outcome == "" {
 					in.Outcome = outcomeOf(status)
 				}
+				if in.Err == "" && status >= 400 {
+					in.Err = errorMessage(rw.errBody)
+				}
 				if rec != nil {
 					rec(in, status, dur)
 				}
@@ -198,6 +213,32 @@ func AccessLog(log *zap.Logger, rec Recorder) func(http.Handler) http.Handler {
 			next.ServeHTTP(rw, r)
 		})
 	}
+}
+
+// errorMessage is the message of one of ralf's JSON error bodies: {"error":"msg"}
+// (seed shape) or {"error":{"message":"msg"}} (OpenAI shape); "" for anything else.
+// These messages are written for clients, so they hold no key and no message content.
+func errorMessage(body []byte) string {
+	if len(body) == 0 || body[0] != '{' {
+		return ""
+	}
+	var v struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(body, &v) != nil || len(v.Error) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(v.Error, &s) == nil {
+		return s
+	}
+	var o struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(v.Error, &o) == nil {
+		return o.Message
+	}
+	return ""
 }
 
 func outcomeOf(status int) string {

@@ -1,0 +1,25 @@
+package middleware
+
+import "testing"
+
+func TestErrorMessage(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+	}{
+		{"seed shape", `{"error":"Invalid API key","status":403}`, "Invalid API key"},
+		{"openai shape", `{"error":{"message":"Not found: GET /v1/x","type":"not_found_error","code":"not_found"}}`, "Not found: GET /v1/x"},
+		{"rate limit", `{"error":"Rate limit exceeded","resetAt":"2026-01-01T00:00:00.000Z","status":429}`, "Rate limit exceeded"},
+		{"health body", `{"status":"down","providers":[]}`, ""},
+		{"text", `Not Found`, ""},
+		{"truncated", `{"error":"abc`, ""},
+		{"empty", ``, ""},
+		{"error not a message", `{"error":42}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := errorMessage([]byte(tt.body)); got != tt.want {
+				t.Fatalf("errorMessage(%s) = %q, want %q", tt.body, got, tt.want)
+			}
+		})
+	}
+}
