@@ -26,21 +26,21 @@ import (
 // Recognisable secrets and message text: none of them may show up in a log line,
 // /health or /metrics.
 const (
-	canary         = "zebra-CANARY-7f3a"
-	canaryMessage  = canary + " quartz lantern"
-	providerSecret = "pk-PROVIDERSECRET-5e1d9c"
-	clientSecret   = "ck-CLIENTSECRET-8b2f4a71"
-	masterSecret   = "mk-MASTERSECRET-3c9e0d42"
+	obsCanary         = "zebra-CANARY-7f3a"
+	obsCanaryMessage  = obsCanary + " quartz lantern"
+	obsProviderSecret = "pk-PROVIDERSECRET-5e1d9c"
+	obsClientSecret   = "ck-CLIENTSECRET-8b2f4a71"
+	obsMasterSecret   = "mk-MASTERSECRET-3c9e0d42"
 )
 
 // obsDialect is a test dialect whose factory fails for model "factory-error" and
 // whose provider panics for model "panic": the two failures the mock cannot produce.
 const obsDialect = "obstest"
 
-type panicProvider struct{ name string }
+type obsPanicProvider struct{ name string }
 
-func (p panicProvider) Name() string { return p.name }
-func (p panicProvider) ChatStream(context.Context, *llm.ChatRequest) (llm.Stream, error) {
+func (p obsPanicProvider) Name() string { return p.name }
+func (p obsPanicProvider) ChatStream(context.Context, *llm.ChatRequest) (llm.Stream, error) {
 	panic("obstest provider panicked")
 }
 
@@ -49,14 +49,14 @@ func init() {
 		if cfg.Model == "factory-error" {
 			return nil, errors.New("obstest: refused to build")
 		}
-		return panicProvider{cfg.Name}, nil
+		return obsPanicProvider{cfg.Name}, nil
 	})
 }
 
-var requestIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
+var obsRequestIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-// accessLines returns the access log entries written so far.
-func accessLines(e *env) []observer.LoggedEntry {
+// obsAccessLines returns the access log entries written so far.
+func obsAccessLines(e *env) []observer.LoggedEntry {
 	var out []observer.LoggedEntry
 	for _, le := range e.logs.All() {
 		if le.LoggerName == "access" && le.Message == "request" {
@@ -66,15 +66,15 @@ func accessLines(e *env) []observer.LoggedEntry {
 	return out
 }
 
-// accessLine waits for the one access log entry of request id (the line is written
+// obsAccessLine waits for the one access log entry of request id (the line is written
 // when the handler returns, which may be just after the client has the answer) and
 // fails if there is more than one.
-func accessLine(t *testing.T, e *env, id string) map[string]any {
+func obsAccessLine(t *testing.T, e *env, id string) map[string]any {
 	t.Helper()
 	var found []map[string]any
 	waitFor(t, "access log line of "+id, func() bool {
 		found = found[:0]
-		for _, le := range accessLines(e) {
+		for _, le := range obsAccessLines(e) {
 			if m := le.ContextMap(); m["request_id"] == id {
 				found = append(found, m)
 			}
@@ -88,7 +88,7 @@ func accessLine(t *testing.T, e *env, id string) map[string]any {
 }
 
 // num reads a numeric log field whatever its Go type.
-func num(v any) float64 {
+func obsNum(v any) float64 {
 	switch n := v.(type) {
 	case int64:
 		return float64(n)
@@ -100,8 +100,8 @@ func num(v any) float64 {
 	return -1
 }
 
-// logText is every log entry at any level rendered as JSON, one per line.
-func logText(t *testing.T, e *env) string {
+// obsLogText is every log entry at any level rendered as JSON, one per line.
+func obsLogText(t *testing.T, e *env) string {
 	t.Helper()
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 	var b strings.Builder
@@ -116,7 +116,7 @@ func logText(t *testing.T, e *env) string {
 	return b.String()
 }
 
-func chatBody(text string, extra string) string {
+func obsChatBody(text string, extra string) string {
 	b, _ := json.Marshal(text)
 	return `{` + extra + `"messages":[{"role":"user","content":` + string(b) + `}]}`
 }
@@ -127,13 +127,13 @@ func chatBody(text string, extra string) string {
 func TestAccessLogOneLinePerRequest(t *testing.T) {
 	e := newEnv(t, `
 routing: {max_attempts: 2, failure_threshold: 100}
-auth: {enabled: true, master_key: "`+masterSecret+`", keys: ["`+clientSecret+`"]}
+auth: {enabled: true, master_key: "`+obsMasterSecret+`", keys: ["`+obsClientSecret+`"]}
 providers:
-  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503", api_key: "`+providerSecret+`"}
-  - {name: good, base_url: "{{MOCK}}/v1", model: "mock+chunks=4", api_key: "`+providerSecret+`"}
+  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503", api_key: "`+obsProviderSecret+`"}
+  - {name: good, base_url: "{{MOCK}}/v1", model: "mock+chunks=4", api_key: "`+obsProviderSecret+`"}
 store: memory://
 `)
-	key := []string{"Authorization", "Bearer " + clientSecret}
+	key := []string{"Authorization", "Bearer " + obsClientSecret}
 	with := func(id string, extra ...string) []string {
 		return append(append([]string{"X-Request-Id", id}, key...), extra...)
 	}
@@ -147,11 +147,11 @@ store: memory://
 		wantErr                  string         // substring of the error field
 		noFields                 []string
 	}{
-		{name: "failover", method: "POST", path: "/chat", body: chatBody("one two three four", ""),
+		{name: "failover", method: "POST", path: "/chat", body: obsChatBody("one two three four", ""),
 			hdr: with("req-failover"), status: 200,
 			want:     map[string]any{"provider": "good", "attempts": 2.0, "client": "static-1", "tokens_in": 4.0, "tokens_out": 4.0},
 			noFields: []string{"error"}},
-		{name: "answered at once", method: "POST", path: "/chat", body: chatBody("one two three four", `"provider":"good",`),
+		{name: "answered at once", method: "POST", path: "/chat", body: obsChatBody("one two three four", `"provider":"good",`),
 			hdr: with("req-ok"), status: 200,
 			want:     map[string]any{"provider": "good", "attempts": 1.0, "client": "static-1", "tokens_in": 4.0, "tokens_out": 4.0},
 			noFields: []string{"error"}},
@@ -162,13 +162,13 @@ store: memory://
 		{name: "validation rejected", method: "POST", path: "/chat", body: `{"messages":[]}`,
 			hdr: with("req-invalid"), status: 400, wantErr: "messages array cannot be empty",
 			want: map[string]any{"client": "static-1", "outcome": "rejected"}, noFields: []string{"provider", "attempts"}},
-		{name: "upstream refused", method: "POST", path: "/chat", body: chatBody("hi", `"provider":"bad",`),
+		{name: "upstream refused", method: "POST", path: "/chat", body: obsChatBody("hi", `"provider":"bad",`),
 			hdr: with("req-502"), status: 502, wantErr: "503",
 			want: map[string]any{"provider": "bad", "attempts": 1.0, "outcome": "error"}},
-		{name: "no key", method: "POST", path: "/chat", body: chatBody("hi", ""),
+		{name: "no key", method: "POST", path: "/chat", body: obsChatBody("hi", ""),
 			hdr: []string{"X-Request-Id", "req-401"}, status: 401, wantErr: "API key",
 			noFields: []string{"client", "provider"}},
-		{name: "unknown key", method: "POST", path: "/chat", body: chatBody("hi", ""),
+		{name: "unknown key", method: "POST", path: "/chat", body: obsChatBody("hi", ""),
 			hdr: []string{"X-Request-Id", "req-403", "Authorization", "Bearer ck-not-a-key"}, status: 403, wantErr: "nvalid"},
 		{name: "not found", method: "GET", path: "/nope", hdr: with("req-404"), status: 404, wantErr: "Not found"},
 		{name: "wrong method", method: "GET", path: "/chat", hdr: with("req-405"), status: 405, wantErr: "not allowed"},
@@ -182,9 +182,9 @@ store: memory://
 				t.Fatalf("status %d, want %d: %s", r.status, tt.status, r.body)
 			}
 			id := r.header.Get("X-Request-Id")
-			f := accessLine(t, e, id)
+			f := obsAccessLine(t, e, id)
 			for k, v := range map[string]any{"method": tt.method, "path": tt.path, "status": float64(tt.status)} {
-				if got := f[k]; got != v && num(got) != v {
+				if got := f[k]; got != v && obsNum(got) != v {
 					t.Errorf("%s = %v, want %v", k, got, v)
 				}
 			}
@@ -194,7 +194,7 @@ store: memory://
 					if got != s {
 						t.Errorf("%s = %v, want %q", k, got, s)
 					}
-				} else if num(got) != v {
+				} else if obsNum(got) != v {
 					t.Errorf("%s = %v, want %v", k, got, v)
 				}
 			}
@@ -221,7 +221,7 @@ store: memory://
 
 	// Every access line is one line of JSON, whatever its content.
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	for _, le := range accessLines(e) {
+	for _, le := range obsAccessLines(e) {
 		buf, err := enc.EncodeEntry(le.Entry, le.Context)
 		if err != nil {
 			t.Fatal(err)
@@ -250,7 +250,7 @@ store: memory://
 	if r.status != 200 || r.header.Get("X-Provider") != "good" {
 		t.Fatalf("%d %q", r.status, r.header.Get("X-Provider"))
 	}
-	if f := accessLine(t, e, "dbg-1"); num(f["attempts"]) != 3 {
+	if f := obsAccessLine(t, e, "dbg-1"); obsNum(f["attempts"]) != 3 {
 		t.Fatalf("attempts %v, want 3", f["attempts"])
 	}
 	reasons := map[string]string{}
@@ -284,60 +284,60 @@ store: memory://
 func TestNothingSecretOrSaidIsLogged(t *testing.T) {
 	e := newEnv(t, `
 routing: {max_attempts: 2, failure_threshold: 100, first_byte_timeout: 500ms, idle_timeout: 500ms}
-auth: {enabled: true, master_key: "`+masterSecret+`", keys: ["`+clientSecret+`"]}
+auth: {enabled: true, master_key: "`+obsMasterSecret+`", keys: ["`+obsClientSecret+`"]}
 limits: {max_message_chars: 200, rate: {enabled: true, requests: 1000, window: 60s}}
 providers:
-  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503", api_key: "`+providerSecret+`"}
-  - {name: good, base_url: "{{MOCK}}/v1", model: "mock", api_key: "`+providerSecret+`"}
-  - {name: gem, dialect: gemini, base_url: "{{MOCK}}/v1beta", model: "mock", api_key: "`+providerSecret+`"}
-  - {name: gone, dialect: gemini, base_url: "http://127.0.0.1:1/v1beta", model: "mock", api_key: "`+providerSecret+`"}
+  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503", api_key: "`+obsProviderSecret+`"}
+  - {name: good, base_url: "{{MOCK}}/v1", model: "mock", api_key: "`+obsProviderSecret+`"}
+  - {name: gem, dialect: gemini, base_url: "{{MOCK}}/v1beta", model: "mock", api_key: "`+obsProviderSecret+`"}
+  - {name: gone, dialect: gemini, base_url: "http://127.0.0.1:1/v1beta", model: "mock", api_key: "`+obsProviderSecret+`"}
 store: memory://
 `)
-	key := []string{"Authorization", "Bearer " + clientSecret}
+	key := []string{"Authorization", "Bearer " + obsClientSecret}
 	managed, _, err := e.keys.Create(context.Background(), "team-a")
 	if err != nil {
 		t.Fatal(err)
 	}
 	mkey := []string{"X-API-Key", managed}
-	msg := chatBody(canaryMessage, "")
+	msg := obsChatBody(obsCanaryMessage, "")
 	reqs := []struct {
 		method, path, body string
 		hdr                []string
 	}{
 		{"POST", "/chat", msg, key}, // ring: bad fails over to good
 		{"POST", "/chat", msg, mkey},
-		{"POST", "/chat", chatBody(canaryMessage, `"provider":"gem",`), key},
-		{"POST", "/chat", chatBody(canaryMessage, `"provider":"gone",`), key},
-		{"POST", "/v1/chat/completions", `{"model":"good","stream":true,"messages":[{"role":"user","content":"` + canaryMessage + `"}]}`, key},
-		{"POST", "/v1/chat/completions", `{"model":"good","messages":[{"role":"user","content":"` + canaryMessage + `"}]}`, key},
-		{"POST", "/v1/chat/completions", `{"model":"good/mock+cut=2","stream":true,"messages":[{"role":"user","content":"` + canaryMessage + `"}]}`, key},
-		{"POST", "/v1/chat/completions", `{"model":"good/mock+error_event=2","stream":true,"messages":[{"role":"user","content":"` + canaryMessage + `"}]}`, key},
-		{"POST", "/v1/chat/completions", `{"model":"good/mock+hang_after=2","stream":true,"messages":[{"role":"user","content":"` + canaryMessage + `"}]}`, key},
-		{"POST", "/v1/chat/completions", `{"model":"good/mock+status=400","messages":[{"role":"user","content":"` + canaryMessage + `"}]}`, key},
-		{"POST", "/chat", chatBody(strings.Repeat(canaryMessage+" ", 20), ""), key},                 // too long
-		{"POST", "/chat", `{"messages":[{"role":"user","content":"` + canaryMessage + `"}]}}`, key}, // malformed
-		{"POST", "/chat", `{"messages":[{"role":"user","content":"` + canaryMessage + `", "x": nope}]}`, key},
-		{"POST", "/chat", msg, []string{"Authorization", "Bearer " + masterSecret}}, // master is no client key
-		{"POST", "/chat", msg, []string{"X-API-Key", clientSecret + "x"}},
-		{"POST", "/chat", msg, []string{"X-API-Key", "sk_" + canary}},
-		{"GET", "/admin/keys", "", []string{"Authorization", "Bearer " + masterSecret}},
+		{"POST", "/chat", obsChatBody(obsCanaryMessage, `"provider":"gem",`), key},
+		{"POST", "/chat", obsChatBody(obsCanaryMessage, `"provider":"gone",`), key},
+		{"POST", "/v1/chat/completions", `{"model":"good","stream":true,"messages":[{"role":"user","content":"` + obsCanaryMessage + `"}]}`, key},
+		{"POST", "/v1/chat/completions", `{"model":"good","messages":[{"role":"user","content":"` + obsCanaryMessage + `"}]}`, key},
+		{"POST", "/v1/chat/completions", `{"model":"good/mock+cut=2","stream":true,"messages":[{"role":"user","content":"` + obsCanaryMessage + `"}]}`, key},
+		{"POST", "/v1/chat/completions", `{"model":"good/mock+error_event=2","stream":true,"messages":[{"role":"user","content":"` + obsCanaryMessage + `"}]}`, key},
+		{"POST", "/v1/chat/completions", `{"model":"good/mock+hang_after=2","stream":true,"messages":[{"role":"user","content":"` + obsCanaryMessage + `"}]}`, key},
+		{"POST", "/v1/chat/completions", `{"model":"good/mock+status=400","messages":[{"role":"user","content":"` + obsCanaryMessage + `"}]}`, key},
+		{"POST", "/chat", obsChatBody(strings.Repeat(obsCanaryMessage+" ", 20), ""), key},              // too long
+		{"POST", "/chat", `{"messages":[{"role":"user","content":"` + obsCanaryMessage + `"}]}}`, key}, // malformed
+		{"POST", "/chat", `{"messages":[{"role":"user","content":"` + obsCanaryMessage + `", "x": nope}]}`, key},
+		{"POST", "/chat", msg, []string{"Authorization", "Bearer " + obsMasterSecret}}, // master is no client key
+		{"POST", "/chat", msg, []string{"X-API-Key", obsClientSecret + "x"}},
+		{"POST", "/chat", msg, []string{"X-API-Key", "sk_" + obsCanary}},
+		{"GET", "/admin/keys", "", []string{"Authorization", "Bearer " + obsMasterSecret}},
 		{"GET", "/metrics", "", nil},
 		{"GET", "/health", "", nil},
 	}
 	for i, rq := range reqs {
 		r := e.do(rq.method, rq.path, rq.body, rq.hdr...)
-		for _, s := range []string{providerSecret, clientSecret, masterSecret} {
+		for _, s := range []string{obsProviderSecret, obsClientSecret, obsMasterSecret} {
 			if strings.Contains(r.body, s) || strings.Contains(fmt.Sprint(r.header), s) {
 				t.Errorf("request %d (%s %s): a key reached the client", i, rq.method, rq.path)
 			}
 		}
 	}
-	waitFor(t, "every request logged", func() bool { return len(accessLines(e)) >= len(reqs) })
-	logs := logText(t, e)
+	waitFor(t, "every request logged", func() bool { return len(obsAccessLines(e)) >= len(reqs) })
+	logs := obsLogText(t, e)
 	if !strings.Contains(logs, `"level":"debug"`) {
 		t.Fatal("no debug line at all: the test would not see debug-level leaks")
 	}
-	for _, s := range []string{canary, "quartz lantern", providerSecret, clientSecret, masterSecret, managed} {
+	for _, s := range []string{obsCanary, "quartz lantern", obsProviderSecret, obsClientSecret, obsMasterSecret, managed} {
 		if strings.Contains(logs, s) {
 			for _, line := range strings.Split(logs, "\n") {
 				if strings.Contains(line, s) {
@@ -353,7 +353,7 @@ store: memory://
 func TestRequestIDOnEveryResponse(t *testing.T) {
 	e := newEnv(t, `
 routing: {max_attempts: 1, failure_threshold: 100}
-auth: {enabled: true, master_key: "`+masterSecret+`", keys: ["`+clientSecret+`"]}
+auth: {enabled: true, master_key: "`+obsMasterSecret+`", keys: ["`+obsClientSecret+`"]}
 limits: {rate: {enabled: true, requests: 100, window: 60s}}
 cors: {allowed_origins: ["https://app.example"]}
 providers:
@@ -362,29 +362,30 @@ providers:
   - {name: boom, dialect: `+obsDialect+`, base_url: "{{MOCK}}/v1", model: "panic"}
 store: memory://
 `)
-	key := []string{"Authorization", "Bearer " + clientSecret}
+	key := []string{"Authorization", "Bearer " + obsClientSecret}
 	tests := []struct {
 		name, method, path, body string
 		hdr                      []string
 		status                   int
 	}{
-		{"chat 200", "POST", "/chat", chatBody("hi", `"provider":"good",`), key, 200},
+		{"chat 200", "POST", "/chat", obsChatBody("hi", `"provider":"good",`), key, 200},
 		{"v1 200", "POST", "/v1/chat/completions", `{"model":"good","stream":true,"messages":[{"role":"user","content":"hi"}]}`, key, 200},
 		{"models", "GET", "/v1/models", "", key, 200},
 		{"400", "POST", "/chat", `{"messages":[{"role":"robot","content":"hi"}]}`, key, 400},
-		{"401", "POST", "/chat", chatBody("hi", ""), nil, 401},
-		{"403", "POST", "/v1/chat/completions", chatBody("hi", ""), []string{"X-API-Key", "nope"}, 403},
+		{"401", "POST", "/chat", obsChatBody("hi", ""), nil, 401},
+		{"403", "POST", "/v1/chat/completions", obsChatBody("hi", ""), []string{"X-API-Key", "nope"}, 403},
 		{"404", "GET", "/nowhere", "", nil, 404},
 		{"405", "DELETE", "/health", "", nil, 405},
-		{"413", "POST", "/chat", chatBody(strings.Repeat("a", 2<<20), ""), key, 413},
-		{"415", "POST", "/chat", chatBody("hi", ""), append([]string{"Content-Type", "text/xml"}, key...), 415},
-		{"502", "POST", "/chat", chatBody("hi", `"provider":"bad",`), key, 502},
-		{"500 panic", "POST", "/chat", chatBody("hi", `"provider":"boom",`), key, 500},
+		{"413", "POST", "/chat", obsChatBody(strings.Repeat("a", 2<<20), ""), key, 413},
+		{"415", "POST", "/chat", obsChatBody("hi", ""), append([]string{"Content-Type", "text/xml"}, key...), 415},
+		{"502", "POST", "/chat", obsChatBody("hi", `"provider":"bad",`), key, 502},
+		{"500 panic", "POST", "/chat", obsChatBody("hi", `"provider":"boom",`), key, 500},
 		{"OPTIONS preflight", "OPTIONS", "/chat", "", []string{"Origin", "https://app.example", "Access-Control-Request-Method", "POST"}, 204},
 		{"health", "GET", "/health", "", nil, 200},
 		{"health HEAD", "HEAD", "/health", "", nil, 200},
 		{"metrics json", "GET", "/metrics", "", nil, 200},
 		{"metrics prometheus", "GET", "/metrics?format=prometheus", "", nil, 200},
+		{"metrics HEAD", "HEAD", "/metrics", "", nil, 200},
 		{"root", "GET", "/", "", nil, 200},
 	}
 	seen := map[string]bool{}
@@ -395,15 +396,15 @@ store: memory://
 				t.Fatalf("status %d, want %d: %.200s", r.status, tt.status, r.body)
 			}
 			id := r.header.Get("X-Request-Id")
-			if !requestIDRe.MatchString(id) {
+			if !obsRequestIDRe.MatchString(id) {
 				t.Fatalf("X-Request-Id %q", id)
 			}
 			if seen[id] {
 				t.Fatalf("X-Request-Id %s reused", id)
 			}
 			seen[id] = true
-			f := accessLine(t, e, id)
-			if num(f["status"]) != float64(tt.status) || f["path"] != tt.path[:strings.IndexAny(tt.path+"?", "?")] {
+			f := obsAccessLine(t, e, id)
+			if obsNum(f["status"]) != float64(tt.status) || f["path"] != tt.path[:strings.IndexAny(tt.path+"?", "?")] {
 				t.Fatalf("access line %v for a %d on %s", f, tt.status, tt.path)
 			}
 		})
@@ -424,7 +425,7 @@ store: memory://
 			for _, path := range []string{"/chat", "/health", "/nowhere"} {
 				var r resp
 				if path == "/chat" {
-					r = e.chat(chatBody("hi", `"provider":"good",`), append([]string{"X-Request-Id", tc.in}, key...)...)
+					r = e.chat(obsChatBody("hi", `"provider":"good",`), append([]string{"X-Request-Id", tc.in}, key...)...)
 				} else {
 					r = e.do("GET", path, "", "X-Request-Id", tc.in)
 				}
@@ -432,7 +433,7 @@ store: memory://
 				if tc.kept && got != tc.in {
 					t.Errorf("%s: well-formed id %.20q replaced by %q", path, tc.in, got)
 				}
-				if !tc.kept && !requestIDRe.MatchString(got) {
+				if !tc.kept && !obsRequestIDRe.MatchString(got) {
 					t.Errorf("%s: malformed id %.20q gave %q, want a fresh id", path, tc.in, got)
 				}
 			}
@@ -440,8 +441,8 @@ store: memory://
 	})
 }
 
-// scrapeGateway reads /metrics in the Prometheus format through the gateway.
-func scrapeGateway(t *testing.T, e *env, hdr ...string) map[string]*dto.MetricFamily {
+// obsScrape reads /metrics in the Prometheus format through the gateway.
+func obsScrape(t *testing.T, e *env, hdr ...string) map[string]*dto.MetricFamily {
 	t.Helper()
 	path := "/metrics?format=prometheus"
 	if len(hdr) > 0 {
@@ -459,9 +460,9 @@ func scrapeGateway(t *testing.T, e *env, hdr ...string) map[string]*dto.MetricFa
 	return fams
 }
 
-// metricValue is the value of the series of family name with exactly these labels
+// obsMetric is the value of the series of family name with exactly these labels
 // among its own (other labels ignored); -1 when there is none.
-func metricValue(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+func obsMetric(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 	f := fams[name]
 	if f == nil {
 		return -1
@@ -493,7 +494,7 @@ next:
 	return -1
 }
 
-type metricsJSON struct {
+type obsMetricsDoc struct {
 	Uptime        float64 `json:"uptime"`
 	TotalRequests int64   `json:"totalRequests"`
 	Services      map[string]struct {
@@ -513,13 +514,13 @@ type metricsJSON struct {
 	RateLimited int64 `json:"rateLimited"`
 }
 
-func getMetricsJSON(t *testing.T, e *env, hdr ...string) metricsJSON {
+func obsMetricsJSON(t *testing.T, e *env, hdr ...string) obsMetricsDoc {
 	t.Helper()
 	r := e.do("GET", "/metrics", "", hdr...)
 	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
 		t.Fatalf("/metrics: %d %q %s", r.status, r.header.Get("Content-Type"), r.body)
 	}
-	var m metricsJSON
+	var m obsMetricsDoc
 	if err := json.Unmarshal([]byte(r.body), &m); err != nil {
 		t.Fatalf("/metrics JSON: %v: %s", err, r.body)
 	}
@@ -531,15 +532,15 @@ func getMetricsJSON(t *testing.T, e *env, hdr ...string) metricsJSON {
 func TestMetricsAfterKnownTraffic(t *testing.T) {
 	yaml := `
 routing: {max_attempts: 2, failure_threshold: 1, cooldown: 60s}
-auth: {enabled: true, master_key: "` + masterSecret + `", keys: ["` + clientSecret + `"]}
+auth: {enabled: true, master_key: "` + obsMasterSecret + `", keys: ["` + obsClientSecret + `"]}
 providers:
-  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503", api_key: "` + providerSecret + `"}
+  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503", api_key: "` + obsProviderSecret + `"}
   - {name: oai, base_url: "{{MOCK}}/v1", model: "mock+chunks=4"}
   - {name: gem, dialect: gemini, base_url: "{{MOCK}}/v1beta", model: "mock+chunks=3"}
 store: memory://
 `
 	e := newEnv(t, yaml)
-	key := []string{"Authorization", "Bearer " + clientSecret}
+	key := []string{"Authorization", "Bearer " + obsClientSecret}
 	five := "one two three four five" // 5 prompt tokens at the mock
 	steps := []struct {
 		name, path, body string
@@ -547,8 +548,8 @@ store: memory://
 		provider         string
 	}{
 		// The ring starts at bad: it fails (and cools: threshold 1), oai answers.
-		{"failover", "/chat", chatBody(five, ""), 200, "oai"},
-		{"gemini usageMetadata", "/chat", chatBody(five, `"provider":"gem",`), 200, "gem"},
+		{"failover", "/chat", obsChatBody(five, ""), 200, "oai"},
+		{"gemini usageMetadata", "/chat", obsChatBody(five, `"provider":"gem",`), 200, "gem"},
 		{"openai usage, non-stream", "/v1/chat/completions", `{"model":"oai","messages":[{"role":"user","content":"` + five + `"}]}`, 200, "oai"},
 		{"upstream 400", "/v1/chat/completions", `{"model":"oai/mock+status=400","stream":true,"messages":[{"role":"user","content":"` + five + `"}]}`, 502, ""},
 		{"rejected", "/chat", `{"messages":[{"role":"robot","content":"x"}]}`, 400, ""},
@@ -563,9 +564,9 @@ store: memory://
 	if r := e.chat(hello); r.status != 401 {
 		t.Fatalf("no key: %d", r.status)
 	}
-	waitFor(t, "all requests logged", func() bool { return len(accessLines(e)) >= len(steps)+1 })
+	waitFor(t, "all requests logged", func() bool { return len(obsAccessLines(e)) >= len(steps)+1 })
 
-	m := getMetricsJSON(t, e)
+	m := obsMetricsJSON(t, e)
 	if m.TotalRequests != 5 {
 		t.Errorf("totalRequests %d, want 5", m.TotalRequests)
 	}
@@ -611,7 +612,7 @@ store: memory://
 		t.Errorf("client static-1: %+v, want 5 requests, 15 in, 11 out (all: %v)", c, m.Clients)
 	}
 	for name := range m.Clients {
-		if strings.Contains(name, clientSecret) {
+		if strings.Contains(name, obsClientSecret) {
 			t.Errorf("client key in /metrics")
 		}
 	}
@@ -619,8 +620,8 @@ store: memory://
 		t.Errorf("inFlight %d after every stream ended", m.InFlight)
 	}
 
-	byQuery := scrapeGateway(t, e)
-	byAccept := scrapeGateway(t, e, "Accept", "text/plain;version=0.0.4")
+	byQuery := obsScrape(t, e)
+	byAccept := obsScrape(t, e, "Accept", "text/plain;version=0.0.4")
 	for name, fams := range map[string]map[string]*dto.MetricFamily{"?format=prometheus": byQuery, "Accept": byAccept} {
 		t.Run(name, func(t *testing.T) {
 			for _, c := range []struct {
@@ -654,7 +655,7 @@ store: memory://
 				// gw.Apply does not count reloads: cmd/ralf's applyReload does, once.
 				{"ralf_config_reloads_total", []string{"result", "ok"}, 0},
 			} {
-				if got := metricValue(fams, c.family, c.labels...); got != c.want {
+				if got := obsMetric(fams, c.family, c.labels...); got != c.want {
 					t.Errorf("%s%v = %v, want %v", c.family, c.labels, got, c.want)
 				}
 			}
@@ -663,16 +664,16 @@ store: memory://
 
 	// A reload through Apply keeps the counters of unchanged providers and drops
 	// the series of a removed one; it does not count itself as a reload.
-	e.apply(strings.Replace(yaml, `  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503", api_key: "`+providerSecret+`"}`+"\n", "", 1))
-	m = getMetricsJSON(t, e)
+	e.apply(strings.Replace(yaml, `  - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=503", api_key: "`+obsProviderSecret+`"}`+"\n", "", 1))
+	m = obsMetricsJSON(t, e)
 	if _, ok := m.Services["bad"]; ok || m.Services["oai"].Requests != 3 || m.TotalRequests != 5 {
 		t.Errorf("after reload: %+v", m.Services)
 	}
-	fams := scrapeGateway(t, e)
-	if v := metricValue(fams, "ralf_provider_up", "provider", "bad"); v != -1 {
+	fams := obsScrape(t, e)
+	if v := obsMetric(fams, "ralf_provider_up", "provider", "bad"); v != -1 {
 		t.Errorf("removed provider still has provider_up %v", v)
 	}
-	if v := metricValue(fams, "ralf_config_reloads_total", "result", "ok"); v != 0 {
+	if v := obsMetric(fams, "ralf_config_reloads_total", "result", "ok"); v != 0 {
 		t.Errorf("gw.Apply counted a reload: %v (cmd/ralf counts it)", v)
 	}
 }
@@ -693,14 +694,14 @@ store: memory://
 	if r.status != 429 || r.header.Get("X-Request-Id") == "" {
 		t.Fatalf("second: %d %v", r.status, r.header)
 	}
-	f := accessLine(t, e, r.header.Get("X-Request-Id"))
-	if num(f["status"]) != 429 || !strings.Contains(fmt.Sprint(f["error"]), "Rate limit exceeded") {
+	f := obsAccessLine(t, e, r.header.Get("X-Request-Id"))
+	if obsNum(f["status"]) != 429 || !strings.Contains(fmt.Sprint(f["error"]), "Rate limit exceeded") {
 		t.Errorf("access line of a 429: %v", f)
 	}
-	if m := getMetricsJSON(t, e); m.RateLimited != 1 {
+	if m := obsMetricsJSON(t, e); m.RateLimited != 1 {
 		t.Errorf("rateLimited %d", m.RateLimited)
 	}
-	if v := metricValue(scrapeGateway(t, e), "ralf_rate_limited_total"); v != 1 {
+	if v := obsMetric(obsScrape(t, e), "ralf_rate_limited_total"); v != 1 {
 		t.Errorf("ralf_rate_limited_total %v", v)
 	}
 }
@@ -715,7 +716,7 @@ providers:
 store: memory://
 `)
 	inflight := func() (float64, int64) {
-		return metricValue(scrapeGateway(t, e), "ralf_inflight_streams"), getMetricsJSON(t, e).InFlight
+		return obsMetric(obsScrape(t, e), "ralf_inflight_streams"), obsMetricsJSON(t, e).InFlight
 	}
 	for _, model := range []string{"mock+chunks=3+slow=150ms", "mock+cut=2+slow=150ms", "mock+hang_after=1"} {
 		t.Run(model, func(t *testing.T) {
@@ -750,7 +751,7 @@ store: memory://
 	}
 }
 
-type healthJSON struct {
+type obsHealthDoc struct {
 	Status    string   `json:"status"`
 	Services  []string `json:"services"`
 	Providers []struct {
@@ -770,17 +771,17 @@ type healthJSON struct {
 	Timestamp        *time.Time `json:"timestamp"`
 }
 
-func getHealth(t *testing.T, e *env, wantStatus int) (healthJSON, string) {
+func obsHealth(t *testing.T, e *env, wantStatus int) (obsHealthDoc, string) {
 	t.Helper()
 	r := e.do("GET", "/health", "")
 	if r.status != wantStatus {
 		t.Fatalf("/health %d, want %d: %s", r.status, wantStatus, r.body)
 	}
-	var h healthJSON
+	var h obsHealthDoc
 	if err := json.Unmarshal([]byte(r.body), &h); err != nil {
 		t.Fatalf("/health JSON: %v: %s", err, r.body)
 	}
-	for _, s := range []string{providerSecret, clientSecret, masterSecret} {
+	for _, s := range []string{obsProviderSecret, obsClientSecret, obsMasterSecret} {
 		if strings.Contains(r.body, s) {
 			t.Fatalf("/health shows a secret: %s", r.body)
 		}
@@ -794,17 +795,17 @@ func getHealth(t *testing.T, e *env, wantStatus int) (healthJSON, string) {
 func TestHealth(t *testing.T) {
 	yaml := `
 routing: {max_attempts: 2, failure_threshold: 1, cooldown: 45s}
-auth: {enabled: true, master_key: "` + masterSecret + `", keys: ["` + clientSecret + `"]}
+auth: {enabled: true, master_key: "` + obsMasterSecret + `", keys: ["` + obsClientSecret + `"]}
 providers:
-  - {name: flaky, base_url: "{{MOCK}}/v1", model: "mock", api_key: "` + providerSecret + `"}
-  - {name: gem, dialect: gemini, base_url: "{{MOCK}}/v1beta", model: "mock", api_key: "` + providerSecret + `"}
+  - {name: flaky, base_url: "{{MOCK}}/v1", model: "mock", api_key: "` + obsProviderSecret + `"}
+  - {name: gem, dialect: gemini, base_url: "{{MOCK}}/v1beta", model: "mock", api_key: "` + obsProviderSecret + `"}
 store: memory://
 `
 	start := time.Now()
 	e := newEnv(t, yaml)
-	key := []string{"Authorization", "Bearer " + clientSecret}
+	key := []string{"Authorization", "Bearer " + obsClientSecret}
 
-	h, body := getHealth(t, e, 200)
+	h, body := obsHealth(t, e, 200)
 	if h.Status != "ok" || len(h.Providers) != 2 || h.AuthEnabled == nil || !*h.AuthEnabled || h.RateLimitEnabled == nil || h.Timestamp == nil {
 		t.Fatalf("health %s", body)
 	}
@@ -826,7 +827,7 @@ store: memory://
 	if r := e.do("POST", "/v1/chat/completions", `{"model":"flaky/mock+status=503","messages":[{"role":"user","content":"hi"}]}`, key...); r.status != 502 {
 		t.Fatalf("failing request: %d %s", r.status, r.body)
 	}
-	h, body = getHealth(t, e, 200)
+	h, body = obsHealth(t, e, 200)
 	if h.Status != "degraded" || h.Providers[0].State != "cooldown" || h.Providers[1].State != "up" {
 		t.Fatalf("after a failure: %s", body)
 	}
@@ -836,18 +837,18 @@ store: memory://
 
 	// A reload that fails changes nothing but shows its error.
 	loaded := h.Config.LoadedAt
-	bad := parseConfig(t, strings.Replace(yaml, "store: memory://", "  - {name: broken, dialect: "+obsDialect+`, base_url: "{{MOCK}}/v1", model: factory-error, api_key: "`+providerSecret+`"}`+"\nstore: memory://", 1), e.mock.URL())
+	bad := parseConfig(t, strings.Replace(yaml, "store: memory://", "  - {name: broken, dialect: "+obsDialect+`, base_url: "{{MOCK}}/v1", model: factory-error, api_key: "`+obsProviderSecret+`"}`+"\nstore: memory://", 1), e.mock.URL())
 	if err := e.gw.Apply(bad); err == nil {
 		t.Fatal("Apply of a config whose provider cannot be built succeeded")
 	}
-	h, body = getHealth(t, e, 200)
+	h, body = obsHealth(t, e, 200)
 	if h.Config.Generation != 1 || !h.Config.LoadedAt.Equal(loaded) || !strings.Contains(h.Config.LastError, "refused to build") || h.Status != "degraded" {
 		t.Errorf("after a failed reload: %s", body)
 	}
 
 	// A good reload: next generation, error cleared, the cooling provider (unchanged) still cooling.
 	e.apply(yaml + "\n# edited\n")
-	h, body = getHealth(t, e, 200)
+	h, body = obsHealth(t, e, 200)
 	if h.Config.Generation != 2 || h.Config.LastError != "" || !h.Config.LoadedAt.After(loaded) || h.Providers[0].State != "cooldown" {
 		t.Errorf("after a good reload: %s", body)
 	}
@@ -856,7 +857,7 @@ store: memory://
 	if r := e.do("POST", "/v1/chat/completions", `{"model":"gem/mock+status=500","messages":[{"role":"user","content":"hi"}]}`, key...); r.status != 502 {
 		t.Fatalf("failing request: %d %s", r.status, r.body)
 	}
-	h, body = getHealth(t, e, 503)
+	h, body = obsHealth(t, e, 503)
 	if h.Status != "down" || h.Providers[0].State != "cooldown" || h.Providers[1].State != "cooldown" {
 		t.Errorf("none can serve: %s", body)
 	}
@@ -875,7 +876,7 @@ auth: {enabled: true, protect_metrics: %v, master_key: "%s", keys: ["%s"]}
 providers:
   - {name: oai, base_url: "{{MOCK}}/v1", model: "mock"}
 store: memory://
-`, protect, masterSecret, clientSecret))
+`, protect, obsMasterSecret, obsClientSecret))
 			for _, path := range []string{"/metrics", "/metrics?format=prometheus"} {
 				for _, c := range []struct {
 					name string
@@ -883,10 +884,10 @@ store: memory://
 					want int
 				}{
 					{"no key", nil, 401},
-					{"client key", []string{"Authorization", "Bearer " + clientSecret}, 403},
+					{"client key", []string{"Authorization", "Bearer " + obsClientSecret}, 403},
 					{"bad key", []string{"X-API-Key", "sk_nope"}, 403},
-					{"master key", []string{"Authorization", "Bearer " + masterSecret}, 200},
-					{"master key as X-API-Key", []string{"X-API-Key", masterSecret}, 200},
+					{"master key", []string{"Authorization", "Bearer " + obsMasterSecret}, 200},
+					{"master key as X-API-Key", []string{"X-API-Key", obsMasterSecret}, 200},
 				} {
 					want := c.want
 					if !protect {
@@ -927,19 +928,19 @@ store: memory://
 	if r.status != 500 || r.header.Get("X-Request-Id") != "panic-1" || !strings.Contains(r.body, "Internal server error") {
 		t.Fatalf("%d %q %s", r.status, r.header.Get("X-Request-Id"), r.body)
 	}
-	f := accessLine(t, e, "panic-1")
-	if num(f["status"]) != 500 || f["outcome"] != "error" || f["error"] != "Internal server error" {
+	f := obsAccessLine(t, e, "panic-1")
+	if obsNum(f["status"]) != 500 || f["outcome"] != "error" || f["error"] != "Internal server error" {
 		t.Errorf("access line %v", f)
 	}
 	panics := e.logs.FilterMessage("panic in handler").All()
 	if len(panics) != 1 || panics[0].ContextMap()["request_id"] != "panic-1" {
 		t.Errorf("panic lines %v", panics)
 	}
-	fams := scrapeGateway(t, e)
-	if v := metricValue(fams, "ralf_requests_total", "provider", "boom", "outcome", "error"); v != 1 {
+	fams := obsScrape(t, e)
+	if v := obsMetric(fams, "ralf_requests_total", "provider", "boom", "outcome", "error"); v != 1 {
 		t.Errorf("ralf_requests_total{boom,error} = %v", v)
 	}
-	if v := metricValue(fams, "ralf_requests_total", "provider", "boom", "outcome", "ok"); v != 0 {
+	if v := obsMetric(fams, "ralf_requests_total", "provider", "boom", "outcome", "ok"); v != 0 {
 		t.Errorf("ralf_requests_total{boom,ok} = %v: a panic counted as an answer", v)
 	}
 }

@@ -48,7 +48,7 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 	r.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.publishProviderStates(s) // cooldowns end by time: refresh provider_up at scrape
 		metricsH.ServeHTTP(w, r)
-	})).Methods(http.MethodGet)
+	})).Methods(http.MethodGet, http.MethodHead) // the metrics handler answers HEAD too, as /health does
 	if g.keys != nil {
 		r.PathPrefix("/admin/keys").Handler(auth.RequireMaster(cfg.Auth)(auth.AdminHandler(g.keys)))
 	}
