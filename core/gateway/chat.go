@@ -173,6 +173,14 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, 
 		in.Provider = p.cfg.Name
 		res = g.attempt(w, r, s, p, req, fr, in)
 		if res.committed || res.err == nil {
+			if res.err != nil && in.Outcome == "" {
+				// The stream broke after its first byte: the client got an error
+				// event, so the access line and the metrics must not say "ok".
+				in.Outcome, in.Err = "error", res.err.Error()
+				if r.Context().Err() != nil {
+					in.Outcome, in.Err = "cancelled", "client closed the connection"
+				}
+			}
 			return
 		}
 		if r.Context().Err() != nil {

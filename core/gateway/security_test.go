@@ -179,6 +179,7 @@ store: memory://
 	if r.status != 200 || !strings.Contains(r.body, `"error"`) || strings.Contains(r.body, "[DONE]") {
 		t.Fatalf("mid-stream failure: status %d body %q, want an error event and no [DONE]", r.status, r.body)
 	}
+	midID := r.header.Get("X-Request-Id")
 
 	// Good traffic with each kind of client key, over the ring (up, bad → failover).
 	good := []struct {
@@ -277,6 +278,23 @@ store: memory://
 				t.Errorf("an answer holds the %s:\n%s", name, a)
 			}
 		}
+	}
+
+	// The mid-stream failure is in its access line (logged at the default level),
+	// with the upstream's reason, redacted.
+	var midLogged bool
+	for _, l := range e.logs.FilterLoggerName("access").All() {
+		f := l.ContextMap()
+		if f["request_id"] != midID {
+			continue
+		}
+		midLogged = true
+		if errMsg, _ := f["error"].(string); f["outcome"] != "error" || !strings.Contains(errMsg, "Incorrect API key provided") {
+			t.Errorf("access line of the mid-stream failure: %v, want outcome error and the upstream's reason", f)
+		}
+	}
+	if !midLogged {
+		t.Error("no access line for the mid-stream failure")
 	}
 
 	// The access log names the client of an authenticated request, never its key.
