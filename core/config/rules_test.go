@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ralf-gateway/ralf/core/fixtures"
 )
 
 const okProvider = "providers:\n  - {name: a, base_url: \"http://127.0.0.1:8000/v1\", model: m}\n"
@@ -278,28 +280,9 @@ store: "${K}"
 	}
 }
 
-// repoRoot walks up to the directory holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
 // TestShippedConfigs loads gateway.yaml and every configs/*.yaml as users will run them.
 func TestShippedConfigs(t *testing.T) {
-	root := repoRoot(t)
+	root := fixtures.Root(t)
 	files, err := filepath.Glob(filepath.Join(root, "configs", "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -351,7 +334,7 @@ func TestShippedConfigs(t *testing.T) {
 }
 
 func TestGatewayYAMLSeedProviders(t *testing.T) {
-	root := repoRoot(t)
+	root := fixtures.Root(t)
 	c, err := Load(filepath.Join(root, "gateway.yaml"), Options{Getenv: envOf("GEMINI_API_KEY", "gm"), KnownDialect: dialects, KnownStore: stores})
 	if err != nil {
 		t.Fatal(err)

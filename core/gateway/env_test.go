@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/ralf-gateway/ralf/core/auth"
 	"github.com/ralf-gateway/ralf/core/config"
+	"github.com/ralf-gateway/ralf/core/fixtures"
 	"github.com/ralf-gateway/ralf/core/gateway"
 	"github.com/ralf-gateway/ralf/core/llm"
 	"github.com/ralf-gateway/ralf/core/metrics"
@@ -28,34 +28,12 @@ import (
 // fixturesDir is ../shared/fixtures next to the repository.
 func fixturesDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
-	fx := filepath.Join(dir, "..", "shared", "fixtures")
-	if _, err := os.Stat(fx); err != nil {
-		t.Fatalf("fixtures not found at %s: %v", fx, err)
-	}
-	return fx
+	return fixtures.Dir(t)
 }
 
 func readFixture(t testing.TB, rel string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixturesDir(t), rel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return string(fixtures.Read(t, rel))
 }
 
 // env is a gateway under test in front of the built-in mock upstream.

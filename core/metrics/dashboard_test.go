@@ -7,26 +7,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-)
 
-// repoRoot walks up from the package directory to the directory holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-}
+	"github.com/ralf-gateway/ralf/core/fixtures"
+)
 
 type dashPanel struct {
 	ID      int    `json:"id"`
@@ -41,7 +24,7 @@ type dashPanel struct {
 // TestGrafanaDashboard keeps configs/grafana-dashboard.json in step with the
 // metrics: every ralf_ series a panel queries must be one this package exposes.
 func TestGrafanaDashboard(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(repoRoot(t), "configs", "grafana-dashboard.json"))
+	raw, err := os.ReadFile(filepath.Join(fixtures.Root(t), "configs", "grafana-dashboard.json"))
 	if err != nil {
 		t.Fatalf("read dashboard: %v", err)
 	}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/ralf-gateway/ralf/core/fixtures"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -21,25 +21,7 @@ const guard = 10 * time.Second
 // fixtureDir is ../shared/fixtures/upstream next to the repository root.
 func fixtureDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-	fx := filepath.Join(dir, "..", "shared", "fixtures", "upstream")
-	if _, err := os.Stat(filepath.Join(fx, "openai_stream_usage.sse")); err != nil {
-		t.Fatalf("fixtures missing: %v", err)
-	}
-	return fx
+	return fixtures.Upstream(t)
 }
 
 // env is a running mock and a client of its own, both closed when the test ends.

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ralf-gateway/ralf/core/config"
+	"github.com/ralf-gateway/ralf/core/fixtures"
 	"github.com/ralf-gateway/ralf/core/llm"
 )
 
@@ -25,37 +24,15 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // testKey is the provider key used in tests; no error, URL or output may contain it.
 const testKey = "AIzaSyTESTSECRET-0123456789abcdef"
 
-// fixtureDir finds ../shared/fixtures/upstream next to the repository root.
+// fixtureDir is the recorded upstream answers, ../shared/fixtures/upstream.
 func fixtureDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-	fd := filepath.Join(dir, "..", "shared", "fixtures", "upstream")
-	if _, err := os.Stat(fd); err != nil {
-		t.Fatalf("fixtures missing: %v", err)
-	}
-	return fd
+	return fixtures.Upstream(t)
 }
 
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixtureDir(t), name))
-	if err != nil {
-		t.Fatalf("fixture %s: %v", name, err)
-	}
-	return b
+	return fixtures.Read(t, "upstream/"+name)
 }
 
 // fixtureHeaders reads a recorded status line + headers file.

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ralf-gateway/ralf/core/config"
+	"github.com/ralf-gateway/ralf/core/fixtures"
 	"github.com/ralf-gateway/ralf/core/llm"
 )
 
@@ -28,37 +27,15 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // testKey is the provider key used in tests; no error or output may contain it.
 const testKey = "sk-test-SECRET-0123456789"
 
-// fixtureDir finds ../shared/fixtures/upstream next to the repository root.
+// fixtureDir is the recorded upstream answers, ../shared/fixtures/upstream.
 func fixtureDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-	fd := filepath.Join(dir, "..", "shared", "fixtures", "upstream")
-	if _, err := os.Stat(fd); err != nil {
-		t.Fatalf("fixtures missing: %v", err)
-	}
-	return fd
+	return fixtures.Upstream(t)
 }
 
 func fixture(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixtureDir(t), name))
-	if err != nil {
-		t.Fatalf("fixture %s: %v", name, err)
-	}
-	return b
+	return fixtures.Read(t, "upstream/"+name)
 }
 
 // fixtureHeaders parses a recorded .headers file: the status line, then "Key: value" lines.
