@@ -197,8 +197,10 @@ func (s *Store) listKey() string               { return s.prefix + ":keys" }
 func (s *Store) limitKey(bucket string) string { return s.prefix + ":rl:" + bucket }
 
 // CreateKey implements store.Store. The key, its hash index and its place in
-// the list are written in one MULTI/EXEC, and other replicas are told (they
-// may remember this secret as unknown).
+// the list are written in one MULTI/EXEC. Nothing is published: the secret is
+// new and random, so no replica can hold it in its cache, and an invalidation
+// arriving just after the key's first use would only drop a good cache entry
+// (which matters when Redis then goes away).
 func (s *Store) CreateKey(ctx context.Context, name string) (string, store.Key, error) {
 	if err := ctx.Err(); err != nil {
 		return "", store.Key{}, fmt.Errorf("create key: %w", err)
@@ -214,7 +216,6 @@ func (s *Store) CreateKey(ctx context.Context, name string) (string, store.Key, 
 			"created", k.CreatedAt.UnixNano(), "count", 0, "enabled", 1)
 		p.Set(ctx, s.hashKey(g.Hash), k.ID, 0)
 		p.ZAdd(ctx, s.listKey(), goredis.Z{Score: float64(k.CreatedAt.UnixMicro()), Member: k.ID})
-		p.Publish(ctx, s.channel, k.ID)
 		return nil
 	})
 	if err != nil {

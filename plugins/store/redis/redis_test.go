@@ -139,7 +139,6 @@ func TestReplicasShareKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expectInvalidation(t, b.Invalidations(), k.ID)
 	got, ok, err := b.LookupKey(ctx, secret)
 	if err != nil || !ok || got.ID != k.ID {
 		t.Fatalf("replica B: %+v, %v, %v; want the key created on A", got, ok, err)
@@ -293,7 +292,15 @@ func TestRedisHung(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expectInvalidation(t, b.Invalidations(), k.ID)
+	// A revoke proves b's subscription is live before the server freezes.
+	_, probe, err := a.CreateKey(ctx, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RevokeKey(ctx, probe.ID); err != nil {
+		t.Fatal(err)
+	}
+	expectInvalidation(t, b.Invalidations(), probe.ID)
 
 	srv.Pause()
 	resumed := false

@@ -23,7 +23,11 @@ func TestSilentSubscriptionReplaced(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	// Let the first subscription be confirmed before freezing the server.
-	if _, _, err := s.CreateKey(context.Background(), "x"); err != nil {
+	_, k, err := s.CreateKey(context.Background(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeKey(context.Background(), k.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, s.inv, func(id string) bool { return id != "*" })
