@@ -104,6 +104,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 				SIGHUP:      true,
 				InitialHash: cfg.Hash,
 				Ready:       func() { close(watching) },
+				Unchanged:   func() { m.Reload(metrics.ReloadUnchanged) },
 				Apply: func(data []byte, hash [32]byte, trigger string) error {
 					return applyReload(gw, m, lvl, log, path, data, hash, trigger)
 				},

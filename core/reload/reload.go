@@ -59,6 +59,9 @@ type Options struct {
 	// InitialHash is the sha256 of the content already loaded, so the first
 	// event with the same content is skipped.
 	InitialHash [32]byte
+	// Unchanged, when set, runs when a change event left the content as it was
+	// (a touch, a chmod, a save without edits): metrics count these.
+	Unchanged func()
 	// Ready, when set, runs once the watches and the SIGHUP handler are in place:
 	// a change made after it is seen.
 	Ready func()
@@ -293,6 +296,9 @@ func (w *watcher) try(trigger string, force bool) outcome {
 	log = log.With(zap.String("sha256", hex.EncodeToString(sum[:6])))
 	if !force && sum == w.last {
 		log.Debug("config unchanged")
+		if w.opts.Unchanged != nil {
+			w.opts.Unchanged()
+		}
 		return outcomeUnchanged
 	}
 	// Remembered before Apply so a broken file is not re-applied on every
