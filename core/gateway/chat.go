@@ -247,18 +247,23 @@ type receiver struct {
 }
 
 // next returns the next chunk, valid until the following call; io.EOF at a clean end.
+// The idle timer runs only while waiting on the upstream: time spent writing to a
+// slow client is not the provider's silence.
 func (rv *receiver) next() (*llm.Chunk, error) {
+	if rv.started {
+		rv.timer.Reset(rv.idle)
+	}
 	t := time.Now()
 	c, err := rv.st.Recv()
 	rv.in.UpstreamWait += time.Since(t)
 	if err != nil {
 		return nil, err
 	}
+	rv.timer.Stop()
 	if !rv.started {
 		rv.started = true
 		rv.in.TTFB = time.Since(rv.in.Start)
 	}
-	rv.timer.Reset(rv.idle)
 	rv.c = c
 	if c.Usage != nil {
 		rv.usage, rv.hasUsage = *c.Usage, true
@@ -287,8 +292,14 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	var timedOut atomic.Bool
-	// One timer guards the first byte, then each gap between upstream bytes.
-	timer := time.AfterFunc(rt.FirstByteTimeout, func() { timedOut.Store(true); cancel() })
+	// One timer guards the first byte, then each gap between upstream bytes. A
+	// non-streaming upstream sends nothing until its whole answer is ready, so there
+	// the provider's own timeout is the bound.
+	first := rt.FirstByteTimeout
+	if !req.Stream && p.cfg.Timeout > first {
+		first = p.cfg.Timeout
+	}
+	timer := time.AfterFunc(first, func() { timedOut.Store(true); cancel() })
 	defer timer.Stop()
 
 	t0 := time.Now()

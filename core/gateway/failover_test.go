@@ -285,3 +285,23 @@ func TestNoConnectionLeakAfterFaults(t *testing.T) {
 	e.gw.Close()
 	waitFor(t, "upstream connections closed", func() bool { return e.mock.OpenConns() == 0 })
 }
+
+// TestNonStreamingIsBoundByProviderTimeout: a non-streaming upstream sends nothing
+// until its whole answer is ready, so first_byte_timeout does not cut it short; the
+// provider's timeout does.
+func TestNonStreamingIsBoundByProviderTimeout(t *testing.T) {
+	e := newEnv(t, `
+routing: {max_attempts: 1, first_byte_timeout: 300ms}
+providers:
+  - {name: slow, base_url: "{{MOCK}}/v1", model: "mock+delay=700ms", timeout: 10s}
+store: memory://
+`)
+	r := e.do("POST", "/v1/chat/completions", `{"model":"slow","messages":[{"role":"user","content":"Hello"}]}`)
+	if r.status != 200 {
+		t.Fatalf("non-streaming answer slower than first_byte_timeout: %d %s", r.status, r.body)
+	}
+	r = e.do("POST", "/v1/chat/completions", `{"model":"slow","stream":true,"messages":[{"role":"user","content":"Hello"}]}`)
+	if r.status != 504 {
+		t.Fatalf("streaming request past first_byte_timeout: %d %s, want 504", r.status, r.body)
+	}
+}
