@@ -112,18 +112,11 @@ func (s *Scanner) Object(i int, member MemberFunc) (int, error) {
 		if i, err = member(key, i); err != nil {
 			return 0, err
 		}
+		var done bool
+		if i, done, err = s.after(i, '}'); err != nil || done {
+			return i, err
+		}
 		i = s.SkipSpace(i)
-		if i >= len(d) {
-			return 0, ErrMalformed
-		}
-		switch d[i] {
-		case ',':
-			i = s.SkipSpace(i + 1)
-		case '}':
-			return i + 1, nil
-		default:
-			return 0, ErrMalformed
-		}
 	}
 }
 
@@ -143,19 +136,28 @@ func (s *Scanner) Array(i int, elem ElemFunc) (int, error) {
 		if i, err = elem(n, i); err != nil {
 			return 0, err
 		}
-		i = s.SkipSpace(i)
-		if i >= len(d) {
-			return 0, ErrMalformed
+		var done bool
+		if i, done, err = s.after(i, ']'); err != nil || done {
+			return i, err
 		}
-		switch d[i] {
+		i = s.SkipSpace(i)
+	}
+}
+
+// after steps over what follows an object member or array element: white space,
+// then ',' (not done: it returns the index after the comma) or the closing byte
+// (done: it returns the index after it). It is small enough to be inlined.
+func (s *Scanner) after(i int, closing byte) (int, bool, error) {
+	i = s.SkipSpace(i)
+	if i < len(s.Data) {
+		switch s.Data[i] {
 		case ',':
-			i = s.SkipSpace(i + 1)
-		case ']':
-			return i + 1, nil
-		default:
-			return 0, ErrMalformed
+			return i + 1, false, nil
+		case closing:
+			return i + 1, true, nil
 		}
 	}
+	return 0, false, ErrMalformed
 }
 
 // StrValue decodes the string at i. Without escapes it aliases the input; with
