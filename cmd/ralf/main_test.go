@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ralf-gateway/ralf/core/config"
+	"github.com/ralf-gateway/ralf/core/fixtures"
 	"github.com/ralf-gateway/ralf/core/mock"
 )
 
@@ -31,15 +32,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, _ := filepath.Abs("../..")
-	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
-		t.Fatal("repo root not found")
-	}
-	return dir
-}
-
 func fakeEnv(k string) (string, bool) {
 	if strings.HasSuffix(k, "_API_KEY") || k == "HF_TOKEN" || k == "MASTER_API_KEY" {
 		return "test-value-" + k, true
@@ -50,7 +42,7 @@ func fakeEnv(k string) (string, bool) {
 // TestShippedConfigsLoad: gateway.yaml and every example in configs/ are valid, with
 // and without provider keys in the environment.
 func TestShippedConfigsLoad(t *testing.T) {
-	root := repoRoot(t)
+	root := fixtures.Root(t)
 	files, _ := filepath.Glob(filepath.Join(root, "configs", "*.yaml"))
 	files = append(files, filepath.Join(root, "gateway.yaml"))
 	if len(files) < 4 {
