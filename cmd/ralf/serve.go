@@ -139,6 +139,10 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown timeout reached: closing remaining connections", zap.Error(err))
 		_ = srv.Close()
+		// Close does not wait for handlers; let them unwind before the store closes.
+		if !gw.Wait(5 * time.Second) {
+			log.Warn("requests still running after the shutdown timeout")
+		}
 	}
 	cancel()
 	<-watchDone

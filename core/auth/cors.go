@@ -14,9 +14,6 @@ const (
 	corsMaxAge  = "600"
 )
 
-// allowedHeaders are the request headers a browser may send, lowercased.
-var allowedHeaders = map[string]bool{"content-type": true, "authorization": true, "x-api-key": true, "x-request-id": true}
-
 // CORS answers preflights itself (204) and adds CORS headers to other answers
 // before calling next, so errors carry them too. cfg.AllowedOrigins holds "*"
 // or exact origins; with exact origins the origin is echoed and credentials are
@@ -83,8 +80,11 @@ func preflightHeaders(requested string) string {
 	if strings.TrimSpace(requested) == "" {
 		return corsHeaders
 	}
+	// Browser SDKs send their own headers (the OpenAI SDK's x-stainless-*): any
+	// well-formed header name is allowed; what authenticates is the key, not the
+	// header list. Anything malformed gets the fixed list.
 	for _, f := range strings.Split(requested, ",") {
-		if !allowedHeaders[strings.ToLower(strings.TrimSpace(f))] {
+		if f = strings.TrimSpace(f); f == "" || !validHeaderName(f) {
 			return corsHeaders
 		}
 	}
@@ -94,4 +94,15 @@ func preflightHeaders(requested string) string {
 // normOrigin compares origins without case or a trailing slash.
 func normOrigin(o string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(o)), "/")
+}
+
+// validHeaderName reports whether h is an RFC 9110 token.
+func validHeaderName(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return len(h) > 0
 }

@@ -110,17 +110,23 @@ func (s *snapshot) resolveModel(model string) (int, string, *httpError) {
 	if i, ok := s.byName[model]; ok {
 		return i, "", nil
 	}
-	if name, m, ok := strings.Cut(model, "/"); ok {
-		if i, ok := s.byName[name]; ok {
-			return i, m, nil
-		}
-	}
+	// A configured model wins over "name/model": groq's own "groq/compound" must not
+	// become provider groq with model "compound".
 	for i, p := range s.providers {
 		if p.cfg.Model == model {
 			return i, "", nil
 		}
 	}
-	if s.disabled[model] {
+	name, m, split := strings.Cut(model, "/")
+	if split {
+		if i, ok := s.byName[name]; ok {
+			return i, m, nil
+		}
+	}
+	if s.disabled[model] || (split && s.disabled[name]) {
+		if !s.disabled[model] {
+			model = name
+		}
 		return -1, "", badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", model)
 	}
 	return -1, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(model, 80))}
@@ -327,7 +333,11 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		wn.SetBeforeWait(func() {
 			if dirty {
 				dirty = false
+				// A client that does not read blocks this flush: that time is not
+				// the upstream's silence, so the idle timer pauses meanwhile.
+				rv.timer.Stop()
 				_ = rc.Flush()
+				rv.timer.Reset(rv.idle)
 			}
 		})
 	}
@@ -338,7 +348,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			break
 		}
 		if err != nil {
-			res := g.failed(r, s, p, in, err, timedOut.Load(), true)
+			res := g.failed(r, s, p, in, err, timedOut.Load(), rv.started)
 			if !committed {
 				return res
 			}
@@ -346,6 +356,13 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 				buf = fr.fail(buf[:0], res.status, res.err.Error())
 				_, _ = w.Write(buf)
 				_ = rc.Flush()
+				if _, text := fr.(chatText); text {
+					// Raw text has no room for an error event: end the response without
+					// its terminating chunk, so the client sees a cut stream, never a
+					// complete-looking answer. Deferred cleanup and the access log still run.
+					in.Outcome, in.Err = "error", res.err.Error()
+					panic(http.ErrAbortHandler)
+				}
 			}
 			res.committed = true
 			return res
@@ -425,7 +442,7 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			break
 		}
 		if err != nil {
-			return g.failed(r, s, p, rv.in, err, timedOut.Load(), true)
+			return g.failed(r, s, p, rv.in, err, timedOut.Load(), rv.started)
 		}
 		text.Write(c.Text)
 		reasoning.Write(c.Reasoning)
@@ -458,7 +475,8 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 // and says whether another provider may be tried.
 func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, in *middleware.Info, err error, timedOut, started bool) attemptResult {
 	name := p.cfg.Name
-	if r.Context().Err() != nil && !timedOut {
+	if r.Context().Err() != nil {
+		// The client left: whatever else happened, it is not the provider's fault.
 		g.m.Attempt(name, "cancelled")
 		return attemptResult{err: fmt.Errorf("%s: client closed the connection", name), status: 499}
 	}

@@ -2,7 +2,10 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -160,10 +163,18 @@ func TestMidStreamFailuresEndWithAnErrorEvent(t *testing.T) {
 					t.Fatalf("/v1 last event %q", evs[len(evs)-1])
 				}
 
-				// Text framing: the stream just ends, short of the full answer.
-				txt := e.chat(`{"provider":"bad","messages":[{"role":"user","content":"Hello"}]}`, "Accept", "text/plain")
-				if txt.body == strings.Join(mock.Answer("Hello", 20), "") {
-					t.Fatal("text stream complete despite the failure")
+				// Text framing: the stream just ends, short of the full answer, and it is
+				// cut at the HTTP level so the client can tell (no terminating chunk).
+				req, _ := http.NewRequest("POST", e.srv.URL+"/chat", strings.NewReader(`{"provider":"bad","messages":[{"role":"user","content":"Hello"}]}`))
+				req.Header.Set("Accept", "text/plain")
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if !errors.Is(err, io.ErrUnexpectedEOF) || string(b) == strings.Join(mock.Answer("Hello", 20), "") {
+					t.Fatalf("text stream after a failure: %q, %v; want a cut stream", b, err)
 				}
 			})
 		}
@@ -303,5 +314,62 @@ store: memory://
 	r = e.do("POST", "/v1/chat/completions", `{"model":"slow","stream":true,"messages":[{"role":"user","content":"Hello"}]}`)
 	if r.status != 504 {
 		t.Fatalf("streaming request past first_byte_timeout: %d %s, want 504", r.status, r.body)
+	}
+}
+
+// TestStalledClientIsNotProviderFailure: a client that stops reading blocks the
+// gateway's writes; that is not upstream silence and must not cool the provider.
+func TestStalledClientIsNotProviderFailure(t *testing.T) {
+	e := newEnv(t, `
+routing: {idle_timeout: 300ms, failure_threshold: 1, cooldown: 60s}
+providers:
+  - {name: fast, base_url: "{{MOCK}}/v1", model: "mock+chunks=100000"}
+store: memory://
+`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"model":"fast","stream":true,"messages":[{"role":"user","content":"Hello"}]}`
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	time.Sleep(2 * time.Second) // not reading: the gateway's writes block for far longer than idle_timeout
+	// Then read again: the answer goes on, and the pause is nobody's failure.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _ := io.Copy(io.Discard, conn)
+	t.Logf("read %d bytes", n)
+	if n < 1<<20 {
+		t.Fatalf("only %d bytes after the client resumed reading", n)
+	}
+	var h struct{ Providers []struct{ State string } }
+	r := e.do("GET", "/health", "")
+	t.Logf("health %s", r.body)
+	if err := json.Unmarshal([]byte(r.body), &h); err != nil || h.Providers[0].State != "up" {
+		t.Fatalf("a stalled client put the provider in cooldown: %s", r.body)
+	}
+}
+
+func TestModelResolution(t *testing.T) {
+	e := newEnv(t, `
+providers:
+  - {name: groq, base_url: "{{MOCK}}/v1", model: "groq/compound+chunks=2"}
+  - {name: other, base_url: "{{MOCK}}/v1", model: "mock+chunks=2"}
+  - {name: off, base_url: "{{MOCK}}/v1", model: "mock", enabled: false}
+store: memory://
+`)
+	// A configured model that starts with its provider's name is that model, not name/model.
+	r := e.do("POST", "/v1/chat/completions", `{"model":"groq/compound+chunks=2","messages":[{"role":"user","content":"Hi"}]}`)
+	if r.status != 200 || r.header.Get("X-Provider") != "groq" || !strings.Contains(string(e.mock.LastRequest().Body), `"groq/compound+chunks=2"`) {
+		t.Fatalf("%d %s upstream got %s", r.status, r.body, e.mock.LastRequest().Body)
+	}
+	// name/model overrides the model.
+	r = e.do("POST", "/v1/chat/completions", `{"model":"other/mock+chunks=3","messages":[{"role":"user","content":"Hi"}]}`)
+	if r.status != 200 || r.header.Get("X-Provider") != "other" || !strings.Contains(string(e.mock.LastRequest().Body), `"mock+chunks=3"`) {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	for _, m := range []string{"off", "off/x"} {
+		if r := e.do("POST", "/v1/chat/completions", `{"model":"`+m+`","messages":[{"role":"user","content":"Hi"}]}`); r.status != 400 || !strings.Contains(r.body, "disabled") {
+			t.Fatalf("%s: %d %s", m, r.status, r.body)
+		}
 	}
 }

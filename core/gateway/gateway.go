@@ -43,7 +43,8 @@ type Gateway struct {
 	store store.Store
 	keys  *auth.Keys
 
-	cur atomic.Pointer[snapshot]
+	cur    atomic.Pointer[snapshot]
+	active sync.WaitGroup // requests being served, for shutdown
 
 	mu      sync.Mutex // serializes Apply
 	pos     ring.Position
@@ -97,7 +98,24 @@ func New(cfg *config.Config, d Deps) (*Gateway, error) {
 // ServeHTTP serves with the generation current when the request arrives; the request
 // finishes on that generation even if a reload swaps in another meanwhile.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.active.Add(1)
+	defer g.active.Done()
 	g.cur.Load().handler.ServeHTTP(w, r)
+}
+
+// Wait waits up to d for the requests being served to finish (after the server
+// stopped accepting), so stores are not closed under a handler still unwinding.
+func (g *Gateway) Wait(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { g.active.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // Config returns the config being served.
