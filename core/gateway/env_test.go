@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -188,4 +189,26 @@ func fakeUpstream(t testing.TB, body string) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// healthView is the part of GET /health the tests look at.
+type healthView struct {
+	Status    string `json:"status"`
+	Providers []struct {
+		Name, State   string
+		CooldownUntil *time.Time
+	} `json:"providers"`
+	raw string
+}
+
+// health fetches and decodes GET /health.
+func (e *env) health() healthView {
+	e.t.Helper()
+	r := e.do("GET", "/health", "")
+	var h healthView
+	if err := json.Unmarshal([]byte(r.body), &h); err != nil {
+		e.t.Fatalf("health %q: %v", r.body, err)
+	}
+	h.raw = r.body
+	return h
 }

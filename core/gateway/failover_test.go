@@ -201,19 +201,9 @@ store: memory://
 	if got := e.mock.Requests() - before; got != 4 {
 		t.Fatalf("%d upstream requests for 4 client requests: the cooling provider was still tried", got)
 	}
-	var h struct {
-		Status    string `json:"status"`
-		Providers []struct {
-			Name, State   string
-			CooldownUntil *time.Time
-		} `json:"providers"`
-	}
-	r := e.do("GET", "/health", "")
-	if err := json.Unmarshal([]byte(r.body), &h); err != nil {
-		t.Fatal(err)
-	}
+	h := e.health()
 	if h.Status != "degraded" || h.Providers[0].State != "cooldown" || h.Providers[0].CooldownUntil == nil || h.Providers[1].State != "up" {
-		t.Fatalf("health %s", r.body)
+		t.Fatalf("health %s", h.raw)
 	}
 
 	// Every provider cooling: 503 with Retry-After.
@@ -227,7 +217,7 @@ store: memory://
 	if r := e.chat(hello); r.status != 502 {
 		t.Fatalf("both failing: %d %s", r.status, r.body)
 	}
-	r = e.chat(hello)
+	r := e.chat(hello)
 	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "cooling down") {
 		t.Fatalf("all cooling: %d %q %s", r.status, r.header.Get("Retry-After"), r.body)
 	}
@@ -248,19 +238,10 @@ store: memory://
 	if r := e.chat(hello); r.status != 200 || r.header.Get("X-Provider") != "good" {
 		t.Fatalf("%d %q", r.status, r.header.Get("X-Provider"))
 	}
-	var h struct {
-		Providers []struct {
-			Name, State   string
-			CooldownUntil *time.Time
-		} `json:"providers"`
-	}
-	r := e.do("GET", "/health", "")
-	if err := json.Unmarshal([]byte(r.body), &h); err != nil {
-		t.Fatal(err)
-	}
+	h := e.health()
 	p := h.Providers[0]
 	if p.State != "cooldown" || p.CooldownUntil == nil {
-		t.Fatalf("429 with Retry-After did not cool the provider at once: %s", r.body)
+		t.Fatalf("429 with Retry-After did not cool the provider at once: %s", h.raw)
 	}
 	if d := p.CooldownUntil.Sub(start); d < 6*time.Second || d > 9*time.Second {
 		t.Fatalf("cooldown %v, want the upstream's 7s", d)
@@ -337,15 +318,11 @@ store: memory://
 	// Then read again: the answer goes on, and the pause is nobody's failure.
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, _ := io.Copy(io.Discard, conn)
-	t.Logf("read %d bytes", n)
 	if n < 1<<20 {
 		t.Fatalf("only %d bytes after the client resumed reading", n)
 	}
-	var h struct{ Providers []struct{ State string } }
-	r := e.do("GET", "/health", "")
-	t.Logf("health %s", r.body)
-	if err := json.Unmarshal([]byte(r.body), &h); err != nil || h.Providers[0].State != "up" {
-		t.Fatalf("a stalled client put the provider in cooldown: %s", r.body)
+	if h := e.health(); h.Providers[0].State != "up" {
+		t.Fatalf("a stalled client put the provider in cooldown: %s", h.raw)
 	}
 }
 
