@@ -4,6 +4,7 @@
 package apierr
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -33,8 +34,12 @@ func Body(r *http.Request, status int, msg string) []byte {
 			Status int    `json:"status"`
 		}{msg, status}
 	}
-	b, _ := json.Marshal(v)
-	return b
+	// No HTML escaping: messages like "Bearer <key>" stay readable.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 // Type is the OpenAI error type for a status.

@@ -81,7 +81,7 @@ func TestAuthenticate(t *testing.T) {
 	}{
 		{name: "auth off is anonymous by IP", cfg: config.Auth{}, req: reqSpec{headers: map[string]string{"X-Forwarded-For": "1.2.3.4"}},
 			status: 200, wantKind: KindAnonymous},
-		{name: "missing key", cfg: on, status: 401, wantErr: `"error":"API key required. Provide it via Authorization: Bearer \u003ckey\u003e or X-API-Key header","status":401`},
+		{name: "missing key", cfg: on, status: 401, wantErr: `"error":"API key required. Provide it via Authorization: Bearer <key> or X-API-Key header","status":401`},
 		{name: "missing key on /v1 is OpenAI shaped", cfg: on, req: reqSpec{path: "/v1/chat/completions"}, status: 401, wantErr: `"code":"missing_api_key"`},
 		{name: "empty bearer", cfg: on, req: reqSpec{headers: map[string]string{"Authorization": "Bearer   "}}, status: 401},
 		{name: "static bearer", cfg: on, req: reqSpec{headers: bearer(testStatic)}, status: 200, wantKind: KindStatic, wantName: "static-1"},
