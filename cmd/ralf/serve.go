@@ -288,6 +288,11 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if strings.HasPrefix(cfg.Store, "memory:") {
+		fmt.Fprintf(stderr, "ralf keys: %s uses store: memory://, whose keys live only inside a running gateway; "+
+			"use the admin API (/admin/keys) there, or a sqlite:// or redis:// store\n", *path)
+		return exitError(2)
+	}
 	st, err := store.Open(cfg.Store, log)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
