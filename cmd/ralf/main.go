@@ -178,7 +178,9 @@ func buildLogger(l config.Log, stderr io.Writer, buffered bool) (*zap.Logger, za
 		core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), lvl)
 		return zap.New(core, zap.ErrorOutput(zapcore.AddSync(stderr))), lvl, func() {}, nil
 	}
-	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(stderr), Size: 64 << 10, FlushInterval: 200 * time.Millisecond}
+	// struct{io.Writer} hides *os.File's Sync: flushing the buffer is a write, never an
+	// fsync (which could stall every logging request behind a slow disk).
+	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(struct{ io.Writer }{stderr}), Size: 64 << 10, FlushInterval: 200 * time.Millisecond}
 	core := &flushOnWarn{Core: zapcore.NewCore(enc, ws, lvl), ws: ws}
 	return zap.New(core, zap.ErrorOutput(zapcore.AddSync(stderr))), lvl, func() { _ = ws.Stop() }, nil
 }
