@@ -75,7 +75,14 @@ type Store struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+	inv       chan string   // "*" when another process (ralf keys) revoked a key
+	stop      chan struct{} // ends the revocation watcher
+	stopped   chan struct{}
 }
+
+// revocationPoll is how often the store looks for revocations made by another
+// process on the same file (`ralf keys revoke` beside a running gateway).
+var revocationPoll = time.Second
 
 var _ store.Store = (*Store)(nil)
 
@@ -134,7 +141,42 @@ func Open(path string, log *zap.Logger) (*Store, error) {
 		_ = os.Chmod(path, 0o600)
 	}
 	log.Debug("sqlite store open", zap.String("path", path), zap.Int("schema_version", len(migrations)))
-	return &Store{db: db, log: log, lim: window.New()}, nil
+	st := &Store{db: db, log: log, lim: window.New(), inv: make(chan string, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go st.watchRevocations(revocationPoll)
+	return st, nil
+}
+
+// watchRevocations sends "*" on Invalidations when the number of revoked keys
+// changes, so a revoke made by another process on this file (`ralf keys revoke`)
+// reaches a running gateway's key cache within about a second. One cheap indexed
+// count per poll; the channel is closed by Close.
+func (s *Store) watchRevocations(every time.Duration) {
+	defer close(s.stopped)
+	defer close(s.inv)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := -1
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		var n int
+		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM keys WHERE enabled = 0`).Scan(&n)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if last >= 0 && n != last {
+			select {
+			case s.inv <- "*":
+			default: // one pending "*" already says everything
+			}
+		}
+		last = n
+	}
 }
 
 // migrate runs the missing migrations, each in its own transaction with its
@@ -331,15 +373,16 @@ func (s *Store) Allow(ctx context.Context, bucket string, limit int, window time
 	return s.lim.Allow(bucket, limit, window)
 }
 
-// Invalidations is nil: one process owns a sqlite store. (`ralf keys` from
-// another process writes the file directly; the gateway's key cache expiry
-// picks such changes up.)
-func (s *Store) Invalidations() <-chan string { return nil }
+// Invalidations delivers "*" when a key was revoked by another process on the
+// same file (`ralf keys revoke` beside a running gateway); see watchRevocations.
+func (s *Store) Invalidations() <-chan string { return s.inv }
 
 // Close closes the database. Safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		close(s.stop)
+		<-s.stopped
 		s.closeErr = s.db.Close()
 	})
 	return s.closeErr
