@@ -16,19 +16,33 @@ import (
 
 // Helpers shared by dialect plugins for talking to HTTP upstreams safely.
 
-var secretPatterns = regexp.MustCompile(`(?i)(sk-[a-z0-9_\-]{6,}|sk_[a-z0-9]{8,}|AIza[0-9a-z_\-]{10,}|hf_[a-z0-9]{8,}|gsk_[a-z0-9]{8,}|csk-[a-z0-9]{8,}|bearer\s+[^\s"',]+|([?&]|\b)key=[^&\s"',]+)`)
+const redacted = "[redacted]"
+
+// maxRetryAfter caps an upstream's retry hint so a bogus value cannot take a
+// provider out of the ring for days.
+const maxRetryAfter = 24 * time.Hour
+
+// Key-like tokens: OpenAI/OpenRouter sk-..., Groq gsk_..., Cerebras csk-..., our own
+// sk_..., Hugging Face hf_..., Google AIza..., bearer tokens and key=... URL params.
+var (
+	reKeyToken = regexp.MustCompile(`\b(?:sk|gsk|csk|rk|pk)[-_][A-Za-z0-9_\-]{3,}|\bhf_[A-Za-z0-9]{8,}|\bAIza[0-9A-Za-z_\-]{10,}`)
+	reBearer   = regexp.MustCompile(`(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+`)
+	reKeyParam = regexp.MustCompile(`(?i)\b((?:api[_-]?)?key|(?:access_)?token|secret|password)=[^&\s"'<>]+`)
+)
 
 // Sanitize makes an upstream message safe for clients and logs: the provider's key and
-// anything shaped like a key are redacted, whitespace is folded, and the result is
-// bounded to max bytes (on a rune boundary).
+// anything shaped like a key are redacted, white space is folded (the message ends up
+// in one log line), and the result is bounded to max bytes (on a rune boundary).
 func Sanitize(msg, apiKey string, max int) string {
 	if apiKey != "" {
-		msg = strings.ReplaceAll(msg, apiKey, "[redacted]")
+		msg = strings.ReplaceAll(msg, apiKey, redacted)
 	}
-	msg = secretPatterns.ReplaceAllString(msg, "[redacted]")
+	msg = reKeyToken.ReplaceAllString(msg, redacted)
+	msg = reBearer.ReplaceAllString(msg, "Bearer "+redacted)
+	msg = reKeyParam.ReplaceAllString(msg, "${1}="+redacted)
 	msg = strings.Join(strings.Fields(msg), " ")
 	if max > 0 && len(msg) > max {
-		cut := max
+		cut := max - len("…")
 		for cut > 0 && !utf8.RuneStart(msg[cut]) {
 			cut--
 		}
@@ -37,27 +51,41 @@ func Sanitize(msg, apiKey string, max int) string {
 	return msg
 }
 
-// RetryAfter reads Retry-After (seconds or an HTTP date) and, for 429s, the
-// X-RateLimit-Reset epoch-milliseconds header OpenRouter sends. 0 when absent.
+// RetryAfter reads Retry-After (delay seconds or HTTP date) or, on 429, the
+// X-RateLimit-Reset header (epoch milliseconds as OpenRouter sends, epoch seconds, or
+// seconds from now). Dates are compared with the answer's own Date header when
+// present, so a skewed local clock does not matter. 0 when absent; capped at 24h.
 func RetryAfter(h http.Header, status int, now time.Time) time.Duration {
-	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
-		if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
-			return time.Duration(s * float64(time.Second))
-		}
-		if t, err := http.ParseTime(v); err == nil && t.After(now) {
-			return t.Sub(now)
-		}
+	ref := now
+	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+		ref = d
 	}
-	if status == http.StatusTooManyRequests {
-		if v := h.Get("X-RateLimit-Reset"); v != "" {
-			if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 1e12 {
-				if t := time.UnixMilli(ms); t.After(now) && t.Sub(now) < 24*time.Hour {
-					return t.Sub(now)
-				}
+	var d time.Duration
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
+		if secs, err := strconv.ParseFloat(v, 64); err == nil {
+			d = time.Duration(secs * float64(time.Second))
+		} else if t, err := http.ParseTime(v); err == nil {
+			d = t.Sub(ref)
+		}
+	} else if v := strings.TrimSpace(h.Get("X-RateLimit-Reset")); v != "" && status == http.StatusTooManyRequests {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			switch {
+			case n > 1e12: // epoch milliseconds (OpenRouter)
+				d = time.UnixMilli(n).Sub(ref)
+			case n > 1e9: // epoch seconds
+				d = time.Unix(n, 0).Sub(ref)
+			default: // seconds from now
+				d = time.Duration(n) * time.Second
 			}
 		}
 	}
-	return 0
+	switch {
+	case d < 0:
+		return 0
+	case d > maxRetryAfter:
+		return maxRetryAfter
+	}
+	return d
 }
 
 // TransportError wraps a client.Do error without the request URL (which could carry

@@ -265,7 +265,7 @@ func TestHTTPErrors(t *testing.T) {
 		{"array envelope", 400, nil, `[{"error":{"code":400,"message":"Invalid JSON payload received.","status":"INVALID_ARGUMENT"}}]`,
 			"INVALID_ARGUMENT: Invalid JSON payload received.", 0, false, true},
 		{"secrets redacted", 400, nil, `{"error":{"code":400,"message":"API key not valid: ` + testKey + ` (see https://x.test/?key=abcdef123&a=1)","status":"INVALID_ARGUMENT"}}`,
-			"INVALID_ARGUMENT: API key not valid: [redacted] (see https://x.test/[redacted]&a=1)", 0, false, true},
+			"INVALID_ARGUMENT: API key not valid: [redacted] (see https://x.test/?key=[redacted]&a=1)", 0, false, true},
 		{"not JSON", 502, nil, "<html><body>Bad Gateway</body></html>", "<html><body>Bad Gateway</body></html>", 0, true, true},
 		{"empty body", 500, nil, "", "Internal Server Error", 0, true, true},
 		{"long message bounded", 400, nil, `{"error":{"code":400,"message":"` + long + `"}}`, "quota exceeded quota", 0, false, true},

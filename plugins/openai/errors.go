@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/ralf-gateway/ralf/core/llm"
@@ -21,40 +19,7 @@ const (
 	maxMessage = 300
 	// maxErrorBody bounds how much of an error answer is read.
 	maxErrorBody = 64 << 10
-	// maxRetryAfter caps an upstream's retry hint so a bogus value cannot take a
-	// provider out of the ring for days.
-	maxRetryAfter = 24 * time.Hour
 )
-
-const redacted = "[redacted]"
-
-// Key-like tokens: OpenAI/OpenRouter sk-..., Groq gsk_..., Cerebras csk-..., our own
-// sk_..., Hugging Face hf_..., Google AIza..., bearer tokens and key=... URL params.
-var (
-	reKeyToken = regexp.MustCompile(`\b(?:sk|gsk|csk|rk|pk)[-_][A-Za-z0-9_\-]{3,}|\bhf_[A-Za-z0-9]{8,}|\bAIza[0-9A-Za-z_\-]{20,}`)
-	reBearer   = regexp.MustCompile(`(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]+`)
-	reKeyParam = regexp.MustCompile(`(?i)\b((?:api[_-]?)?key|(?:access_)?token|secret|password)=[^&\s"'<>]+`)
-)
-
-// clean removes secrets from an upstream message, collapses white space (the message
-// ends up in one log line) and bounds its length.
-func clean(msg, apiKey string) string {
-	if apiKey != "" {
-		msg = strings.ReplaceAll(msg, apiKey, redacted)
-	}
-	msg = reKeyToken.ReplaceAllString(msg, redacted)
-	msg = reBearer.ReplaceAllString(msg, "Bearer "+redacted)
-	msg = reKeyParam.ReplaceAllString(msg, "${1}="+redacted)
-	msg = strings.Join(strings.Fields(msg), " ")
-	if len(msg) > maxMessage {
-		cut := maxMessage - len("…")
-		for cut > 0 && !utf8.RuneStart(msg[cut]) {
-			cut--
-		}
-		msg = msg[:cut] + "…"
-	}
-	return msg
-}
 
 // errorPayload is the body of an error in any of the shapes OpenAI-compatible
 // servers use: {"error":{"message",...}}, {"error":"..."}, {"message":"..."} or
@@ -129,8 +94,8 @@ func messageFromBody(body []byte) string {
 		body = bytes.ToValidUTF8(body, []byte("\uFFFD"))
 	}
 	if len(body) > 4*maxMessage {
-		// Only the start is shown; the cut is past the final bound so that clean
-		// (which runs on the excerpt) never shows a partially cut key.
+		// Only the start is shown; the cut is past the final bound so that
+		// llm.Sanitize (which runs on the excerpt) never shows a partially cut key.
 		body = body[:4*maxMessage]
 	}
 	return string(body)
@@ -145,8 +110,8 @@ func (p *Provider) httpError(resp *http.Response, body []byte) *llm.UpstreamErro
 	return &llm.UpstreamError{
 		Provider:   p.name,
 		Status:     resp.StatusCode,
-		Message:    clean(msg, p.apiKey),
-		RetryAfter: retryAfter(resp.Header, resp.StatusCode, p.now()),
+		Message:    llm.Sanitize(msg, p.apiKey, maxMessage),
+		RetryAfter: llm.RetryAfter(resp.Header, resp.StatusCode, p.now()),
 	}
 }
 
@@ -160,43 +125,7 @@ func (p *Provider) streamError(errValue []byte) *llm.UpstreamError {
 	if msg == "" {
 		msg = "upstream reported an error mid-stream"
 	}
-	return &llm.UpstreamError{Provider: p.name, Status: status, Message: clean(msg, p.apiKey)}
-}
-
-// retryAfter reads Retry-After (delay seconds or HTTP date) or, on 429, OpenRouter's
-// X-RateLimit-Reset (epoch milliseconds). Dates are compared with the answer's own
-// Date header when present, so a skewed local clock does not matter.
-func retryAfter(h http.Header, status int, now time.Time) time.Duration {
-	ref := now
-	if d, err := http.ParseTime(h.Get("Date")); err == nil {
-		ref = d
-	}
-	var d time.Duration
-	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
-		if secs, err := strconv.ParseFloat(v, 64); err == nil {
-			d = time.Duration(secs * float64(time.Second))
-		} else if t, err := http.ParseTime(v); err == nil {
-			d = t.Sub(ref)
-		}
-	} else if v := strings.TrimSpace(h.Get("X-RateLimit-Reset")); v != "" && status == http.StatusTooManyRequests {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			switch {
-			case n > 1e12: // epoch milliseconds (OpenRouter)
-				d = time.UnixMilli(n).Sub(ref)
-			case n > 1e9: // epoch seconds
-				d = time.Unix(n, 0).Sub(ref)
-			default: // seconds from now
-				d = time.Duration(n) * time.Second
-			}
-		}
-	}
-	switch {
-	case d < 0:
-		return 0
-	case d > maxRetryAfter:
-		return maxRetryAfter
-	}
-	return d
+	return &llm.UpstreamError{Provider: p.name, Status: status, Message: llm.Sanitize(msg, p.apiKey, maxMessage)}
 }
 
 // transportError hides the request URL (and any query) of a client error and names

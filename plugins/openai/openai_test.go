@@ -272,7 +272,7 @@ func TestClean(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
-			if got := clean(tc.in, testKey); got != tc.want {
+			if got := llm.Sanitize(tc.in, testKey, maxMessage); got != tc.want {
 				t.Errorf("clean = %q, want %q", got, tc.want)
 			}
 		})
