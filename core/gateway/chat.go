@@ -22,12 +22,8 @@ import (
 
 // serveChat is POST /chat (seed compatible).
 func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, s *snapshot) {
-	in := middleware.InfoFrom(r.Context())
-	in.Chat = true
-	setClient(r, in)
-	body, he := readBody(w, r, s.cfg.Server.MaxBodyBytes)
-	if he != nil {
-		g.reject(w, r, in, he)
+	in, body, ok := g.begin(w, r, s)
+	if !ok {
 		return
 	}
 	req, pin, he := decodeChat(body, s.cfg.Limits)
@@ -51,12 +47,8 @@ func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, s *snapshot)
 
 // serveOpenAI is POST /v1/chat/completions.
 func (g *Gateway) serveOpenAI(w http.ResponseWriter, r *http.Request, s *snapshot) {
-	in := middleware.InfoFrom(r.Context())
-	in.Chat = true
-	setClient(r, in)
-	body, he := readBody(w, r, s.cfg.Server.MaxBodyBytes)
-	if he != nil {
-		g.reject(w, r, in, he)
+	in, body, ok := g.begin(w, r, s)
+	if !ok {
 		return
 	}
 	oreq, he := decodeOpenAI(body, s.cfg.Limits)
@@ -75,6 +67,20 @@ func (g *Gateway) serveOpenAI(w http.ResponseWriter, r *http.Request, s *snapsho
 		fr = &openAIChunks{id: "chatcmpl-" + in.RequestID, created: time.Now(), includeUsage: oreq.includeUsage}
 	}
 	g.complete(w, r, s, oreq.req, pinned, fr, in)
+}
+
+// begin is what both chat endpoints do first: mark the request as a chat request for
+// the metrics, note the client, and read the size-limited body (answering errors).
+func (g *Gateway) begin(w http.ResponseWriter, r *http.Request, s *snapshot) (*middleware.Info, []byte, bool) {
+	in := middleware.InfoFrom(r.Context())
+	in.Chat = true
+	setClient(r, in)
+	body, he := readBody(w, r, s.cfg.Server.MaxBodyBytes)
+	if he != nil {
+		g.reject(w, r, in, he)
+		return in, nil, false
+	}
+	return in, body, true
 }
 
 func setClient(r *http.Request, in *middleware.Info) {
