@@ -79,7 +79,7 @@ func run(o options) error {
 		for c := 1; c < ncpu; c++ {
 			set.Set(c)
 		}
-		_ = unix.SchedSetaffinity(0, &set)
+		pinProcess(&set)
 	}
 	mk, err := mock.Start(mock.Options{Chunks: o.chunks})
 	if err != nil {
@@ -382,31 +382,37 @@ func drive(t target, sc scenario, o options) *result {
 	}()
 	var wg sync.WaitGroup
 	if sc.rate > 0 {
-		interval := time.Second / time.Duration(sc.rate)
+		// Requests are launched on schedule, not per tick: a ticker drops ticks when
+		// the generator is late, which would quietly lower the rate.
+		interval := min(time.Second/time.Duration(sc.rate), time.Millisecond)
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		sem := make(chan struct{}, 4096)
+		start, launched := time.Now(), 0
 	loop:
 		for {
 			select {
 			case <-ctx.Done():
 				break loop
-			case <-tick.C:
-				select {
-				case sem <- struct{}{}:
-				default:
-					record(0, 0, errors.New("generator saturated: more than 4096 requests in flight"))
-					continue
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					ttfb, total, err := one(ctx)
-					if ctx.Err() == nil { // requests cut by the end of the run are not errors
-						record(ttfb, total, err)
+			case now := <-tick.C:
+				due := int(now.Sub(start).Seconds() * float64(sc.rate))
+				for ; launched < due; launched++ {
+					select {
+					case sem <- struct{}{}:
+					default:
+						record(0, 0, errors.New("generator saturated: more than 4096 requests in flight"))
+						continue
 					}
-				}()
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer func() { <-sem }()
+						ttfb, total, err := one(ctx)
+						if ctx.Err() == nil { // requests cut by the end of the run are not errors
+							record(ttfb, total, err)
+						}
+					}()
+				}
 			}
 		}
 	} else {
@@ -459,4 +465,19 @@ func goroutines(url string) int {
 		}
 	}
 	return -1
+}
+
+// pinProcess moves every thread of this process to set. SchedSetaffinity(0) alone
+// pins only the calling thread: the Go runtime's other threads (and the load
+// generator's goroutines on them) would keep running on ralf's core. Threads made
+// later are cloned from pinned ones and inherit the mask.
+func pinProcess(set *unix.CPUSet) {
+	for i := 0; i < 3; i++ { // again, for threads started while we walked the list
+		tasks, _ := os.ReadDir("/proc/self/task")
+		for _, t := range tasks {
+			if tid, err := strconv.Atoi(t.Name()); err == nil {
+				_ = unix.SchedSetaffinity(tid, set)
+			}
+		}
+	}
 }

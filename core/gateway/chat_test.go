@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -263,6 +266,73 @@ store: memory://
 	cancel()
 	res.Body.Close()
 	waitFor(t, "upstream stream cancelled", func() bool { return e.mock.Streams() == 0 })
+}
+
+// TestUpstreamConnectionReused: answers read to their end give the upstream
+// connection back, for every relay, so sequential requests share one connection
+// instead of paying a TCP handshake (and, in production, a TLS one) each time.
+func TestUpstreamConnectionReused(t *testing.T) {
+	for _, dialect := range []string{"openai", "gemini"} {
+		t.Run(dialect, func(t *testing.T) {
+			e := newEnv(t, `
+providers:
+  - {name: mock, dialect: `+dialect+`, base_url: "`+base(dialect)+`", model: mock}
+store: memory://
+`)
+			for i, rq := range []struct{ path, body, accept string }{
+				{"/chat", hello, ""},
+				{"/chat", hello, "text/plain"},
+				{"/v1/chat/completions", `{"model":"mock","stream":true,"messages":[{"role":"user","content":"Hi"}]}`, ""},
+				{"/v1/chat/completions", `{"model":"mock","messages":[{"role":"user","content":"Hi"}]}`, ""},
+				{"/chat", hello, ""},
+			} {
+				var hdr []string
+				if rq.accept != "" {
+					hdr = []string{"Accept", rq.accept}
+				}
+				if r := e.do(http.MethodPost, rq.path, rq.body, hdr...); r.status != 200 {
+					t.Fatalf("request %d: %d %s", i, r.status, r.body)
+				}
+			}
+			if n := e.mock.Accepted(); n != 1 {
+				t.Errorf("the mock accepted %d connections for 5 sequential requests, want 1", n)
+			}
+		})
+	}
+}
+
+// TestConnectionReusedWhenTheBodyEndsLate: an upstream that sends [DONE] and ends
+// its chunked body a moment later still gets its connection reused: the gateway
+// reads the end of the body after answering the client.
+func TestConnectionReusedWhenTheBodyEndsLate(t *testing.T) {
+	var conns atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, withSSE([]string{`{"choices":[{"delta":{"content":"Hi"}}]}`, `{"choices":[{"delta":{},"finish_reason":"stop"}]}`, "[DONE]"}))
+		w.(http.Flusher).Flush()
+		time.Sleep(30 * time.Millisecond) // the body's last chunk comes later
+	}))
+	up.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	t.Cleanup(up.Close)
+	e := newEnv(t, `
+providers:
+  - {name: late, base_url: "`+up.URL+`", model: m}
+store: memory://
+`)
+	for i := 0; i < 3; i++ {
+		if r := e.chat(hello); r.status != 200 || !strings.Contains(r.body, "Hi") {
+			t.Fatalf("request %d: %d %s", i, r.status, r.body)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d upstream connections for 3 sequential streams, want 1", n)
+	}
 }
 
 func waitFor(t testing.TB, what string, cond func() bool) {

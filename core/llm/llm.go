@@ -66,7 +66,9 @@ type Stream interface {
 	// for an error the upstream reported mid-stream, io.ErrUnexpectedEOF when the
 	// stream was cut before its end marker.
 	Recv() (Chunk, error)
-	// Close aborts the upstream request and releases the connection.
+	// Close aborts the upstream request if it is still running and releases the
+	// connection; after a clean end it may first read the rest of the body (briefly
+	// and bounded) so that the connection can be reused. Always call it.
 	Close() error
 }
 

@@ -19,6 +19,7 @@ type Server struct {
 	srv    *http.Server
 	ln     net.Listener
 	conns  atomic.Int64
+	total  atomic.Int64 // connections accepted since Start
 	ctx    context.Context // every request's base: cancelled by Close, so waits end
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Serve returned
@@ -50,6 +51,7 @@ func Listen(addr string, opts Options) (*Server, error) {
 			switch st {
 			case http.StateNew:
 				s.conns.Add(1)
+				s.total.Add(1)
 			case http.StateClosed, http.StateHijacked:
 				s.conns.Add(-1)
 			}
@@ -86,6 +88,9 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // OpenConns is the number of client TCP connections open right now.
 func (s *Server) OpenConns() int { return int(s.conns.Load()) }
+
+// Accepted is the number of client TCP connections accepted since Start.
+func (s *Server) Accepted() int { return int(s.total.Load()) }
 
 // Close closes the listener and every connection, ends every wait (delay, slow,
 // hang) and returns once all handlers have returned.

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // ErrEventTooLarge is returned when one event exceeds the reader's limit.
@@ -41,7 +42,37 @@ func NewReader(r io.Reader, maxEvent int) *Reader {
 	if maxEvent <= 0 {
 		maxEvent = 1 << 20
 	}
-	return &Reader{br: bufio.NewReaderSize(r, 16<<10), max: maxEvent}
+	rd, _ := readers.Get().(*Reader)
+	if rd == nil {
+		rd = &Reader{br: bufio.NewReaderSize(r, bufSize)}
+	} else {
+		rd.br.Reset(r)
+	}
+	rd.max = maxEvent
+	return rd
+}
+
+// bufSize is the read buffer: a burst of upstream events is usually far smaller.
+const bufSize = 16 << 10
+
+// maxPooled bounds the line and data buffers a released reader may keep: one huge
+// event must not pin its memory in the pool.
+const maxPooled = 64 << 10
+
+// readers recycles Readers: a stream per request would otherwise allocate its 16 KiB
+// buffer each time, most of a gateway's garbage.
+var readers sync.Pool
+
+// Release returns r to a pool for a later NewReader. The caller must not use r, nor
+// any slice it returned, afterwards, and must call it at most once, from the
+// goroutine that calls Next. Not calling it is fine.
+func (r *Reader) Release() {
+	if cap(r.line) > maxPooled || cap(r.data) > maxPooled || cap(r.name) > maxPooled {
+		return
+	}
+	r.br.Reset(nil)
+	*r = Reader{br: r.br, line: r.line[:0], data: r.data[:0], name: r.name[:0]}
+	readers.Put(r)
 }
 
 // Next returns the next event with data. Events with no data line are skipped, as

@@ -495,6 +495,10 @@ func (s *stream) endErr(err error) error {
 // fail makes err terminal and releases the request.
 func (s *stream) fail(err error) error {
 	s.err = err
+	if s.rd != nil { // the stream is over: its reader goes back to the pool
+		s.rd.Release()
+		s.rd = nil
+	}
 	if s.release != nil {
 		s.release()
 	}
@@ -502,7 +506,11 @@ func (s *stream) fail(err error) error {
 }
 
 // SetBeforeWait implements llm.WaitNotifier.
-func (s *stream) SetBeforeWait(fn func()) { s.rd.SetBeforeWait(fn) }
+func (s *stream) SetBeforeWait(fn func()) {
+	if s.rd != nil {
+		s.rd.SetBeforeWait(fn)
+	}
+}
 
 // Close aborts the upstream request if it is still running; a Recv blocked in
 // another goroutine then returns. It is safe to call more than once.

@@ -43,7 +43,8 @@ type stream struct {
 
 	// Close may come from another goroutine to unblock a Recv, so it only touches these.
 	closed  atomic.Bool
-	release func() // cancels the request and closes the body, once
+	ended   atomic.Bool // Recv saw [DONE]: Close reads the rest of the body before releasing
+	release func()      // cancels the request and closes the body, once
 }
 
 func newStream(p *Provider, body io.ReadCloser, cancel context.CancelFunc) *stream {
@@ -92,8 +93,13 @@ func (s *stream) Recv() (llm.Chunk, error) {
 			continue
 		}
 		if string(data) == "[DONE]" {
-			s.drain()
-			return llm.Chunk{}, s.fail(io.EOF)
+			// The request stays open: Close drains what follows (the end of the
+			// chunked body) once the caller has sent the answer on, so that the
+			// connection goes back to the pool without delaying the client.
+			s.err = io.EOF
+			s.dropReader()
+			s.ended.Store(true)
+			return llm.Chunk{}, io.EOF
 		}
 		f, err := s.sc.parse(data)
 		if err != nil {
@@ -148,16 +154,23 @@ func (s *stream) endErr(err error) error {
 func (s *stream) fail(err error) error {
 	s.err = err
 	s.pending = nil
+	s.dropReader()
 	s.release()
 	return err
+}
+
+// dropReader gives the SSE reader back to its pool; only Recv calls it, once the
+// stream is over, so no returned chunk is still in use.
+func (s *stream) dropReader() {
+	if s.rd != nil {
+		s.rd.Release()
+		s.rd = nil
+	}
 }
 
 // drain reads what little may follow [DONE] so that the body reaches EOF and the
 // connection is reused; an upstream that keeps sending is cut after drainWait.
 func (s *stream) drain() {
-	if s.wait != nil {
-		s.wait() // what the gateway wrote must not wait behind this read
-	}
 	t := time.AfterFunc(drainWait, s.cancel)
 	_, _ = io.CopyN(io.Discard, s.body, drainMax)
 	t.Stop()
@@ -168,7 +181,9 @@ var _ llm.WaitNotifier = (*stream)(nil)
 // SetBeforeWait implements llm.WaitNotifier.
 func (s *stream) SetBeforeWait(fn func()) {
 	s.wait = fn
-	s.rd.SetBeforeWait(fn)
+	if s.rd != nil {
+		s.rd.SetBeforeWait(fn)
+	}
 }
 
 // Close aborts the upstream request if it is still running; a Recv blocked in
@@ -176,6 +191,9 @@ func (s *stream) SetBeforeWait(fn func()) {
 // end of the stream.
 func (s *stream) Close() error {
 	s.closed.Store(true)
+	if s.ended.CompareAndSwap(true, false) {
+		s.drain() // Recv has returned io.EOF for good: the body is ours
+	}
 	s.release()
 	return nil
 }
