@@ -19,7 +19,7 @@ type Server struct {
 	srv    *http.Server
 	ln     net.Listener
 	conns  atomic.Int64
-	total  atomic.Int64 // connections accepted since Start
+	total  atomic.Int64    // connections accepted since Start
 	ctx    context.Context // every request's base: cancelled by Close, so waits end
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Serve returned
