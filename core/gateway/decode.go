@@ -210,8 +210,11 @@ type chatBody struct {
 
 func decodeChat(body []byte, lim config.Limits) (*llm.ChatRequest, string, *httpError) {
 	var b chatBody
-	if err := json.Unmarshal(body, &b); err != nil {
-		return nil, "", jsonError(body, err)
+	if !scanChat(body, &b) {
+		b = chatBody{}
+		if err := json.Unmarshal(body, &b); err != nil {
+			return nil, "", jsonError(body, err)
+		}
 	}
 	// json leaves the slice nil when "messages" is absent or null, and non-nil for [].
 	msgs, he := validateMessages(b.Messages, b.Messages != nil, lim, "messages")
@@ -265,38 +268,14 @@ type openAIRequest struct {
 }
 
 func decodeOpenAI(body []byte, lim config.Limits) (*openAIRequest, *httpError) {
-	// One pass over the body: the top-level fields as raw values, then each known
-	// field decoded from its own bytes; the rest is passed through as Extra.
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, jsonError(body, err)
-	}
 	var b openAIBody
-	field := func(name string, dst any) *httpError {
-		v, ok := raw[name]
-		if !ok {
-			return nil
-		}
-		if err := json.Unmarshal(v, dst); err != nil {
-			he := jsonError(v, err)
-			he.msg = "invalid JSON in " + name + ": " + strings.TrimPrefix(he.msg, "invalid JSON at ")
-			return he
-		}
-		return nil
-	}
-	for _, f := range []struct {
-		name string
-		dst  any
-	}{
-		{"model", &b.Model}, {"messages", &b.Messages}, {"stream", &b.Stream}, {"stream_options", &b.StreamOptions},
-		{"temperature", &b.Temperature}, {"top_p", &b.TopP}, {"max_tokens", &b.MaxTokens},
-		{"max_completion_tokens", &b.MaxCompletionTokens}, {"n", &b.N},
-	} {
-		if he := field(f.name, f.dst); he != nil {
+	var extra map[string]json.RawMessage
+	if !scanOpenAI(body, &b, &extra) {
+		b, extra = openAIBody{}, nil
+		if he := unmarshalOpenAI(body, &b, &extra); he != nil {
 			return nil, he
 		}
 	}
-	b.Stop = raw["stop"]
 	msgs, he := validateMessages(b.Messages, b.Messages != nil, lim, "messages")
 	if he != nil {
 		return nil, he
@@ -319,13 +298,50 @@ func decodeOpenAI(body []byte, lim config.Limits) (*openAIRequest, *httpError) {
 			return nil, badRequest("stop must be a string or an array of strings")
 		}
 	}
-	for k, v := range raw {
-		if !openAIKnown[k] {
-			if req.Extra == nil {
-				req.Extra = make(map[string]json.RawMessage)
-			}
-			req.Extra[k] = v
+	req.Extra = extra
+	return &openAIRequest{req: req, model: b.Model, includeUsage: b.Stream && b.StreamOptions != nil && b.StreamOptions.IncludeUsage}, nil
+}
+
+// unmarshalOpenAI is encoding/json's decoding of a /v1 body: the top-level members
+// as raw values, then each known one decoded from its own bytes; the others go to
+// extra. It handles every body scanOpenAI leaves to it, with precise errors.
+func unmarshalOpenAI(body []byte, b *openAIBody, extra *map[string]json.RawMessage) *httpError {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return jsonError(body, err)
+	}
+	field := func(name string, dst any) *httpError {
+		v, ok := raw[name]
+		if !ok {
+			return nil
+		}
+		if err := json.Unmarshal(v, dst); err != nil {
+			he := jsonError(v, err)
+			he.msg = "invalid JSON in " + name + ": " + strings.TrimPrefix(he.msg, "invalid JSON at ")
+			return he
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		dst  any
+	}{
+		{"model", &b.Model}, {"messages", &b.Messages}, {"stream", &b.Stream}, {"stream_options", &b.StreamOptions},
+		{"temperature", &b.Temperature}, {"top_p", &b.TopP}, {"max_tokens", &b.MaxTokens},
+		{"max_completion_tokens", &b.MaxCompletionTokens}, {"n", &b.N},
+	} {
+		if he := field(f.name, f.dst); he != nil {
+			return he
 		}
 	}
-	return &openAIRequest{req: req, model: b.Model, includeUsage: b.Stream && b.StreamOptions != nil && b.StreamOptions.IncludeUsage}, nil
+	b.Stop = raw["stop"]
+	for k, v := range raw {
+		if !openAIKnown[k] {
+			if *extra == nil {
+				*extra = make(map[string]json.RawMessage)
+			}
+			(*extra)[k] = v
+		}
+	}
+	return nil
 }
