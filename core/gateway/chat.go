@@ -425,13 +425,20 @@ func hasOutput(fr framer, c *llm.Chunk) bool {
 	return v1 && len(c.Reasoning) > 0
 }
 
+var (
+	noCache = []string{"no-cache"}
+	no      = []string{"no"}
+	nosniff = []string{"nosniff"}
+)
+
 func (g *Gateway) commit(w http.ResponseWriter, fr framer, p *provider, req *llm.ChatRequest) {
+	// The values are shared slices, never modified: no allocation per response.
 	h := w.Header()
-	h.Set("Content-Type", fr.contentType())
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Provider", p.cfg.Name)
+	h["Content-Type"] = fr.contentType()
+	h["Cache-Control"] = noCache
+	h["X-Accel-Buffering"] = no
+	h["X-Content-Type-Options"] = nosniff
+	h["X-Provider"] = p.xname
 	if o, ok := fr.(*openAIChunks); ok {
 		o.setModel(p.model(req.Model))
 	}

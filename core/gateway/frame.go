@@ -13,7 +13,7 @@ import (
 // framer turns canonical chunks into the bytes of one client API. Methods append to
 // buf and return it; the caller writes and flushes. No allocation per chunk.
 type framer interface {
-	contentType() string
+	contentType() []string // a shared header value: never modify it
 	// start is written once before the first delta (may be empty).
 	start(buf []byte) []byte
 	// delta frames one text (and, where the API has room for it, reasoning) delta.
@@ -29,7 +29,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // chatSSE is seed 003's framing: every line of a delta as "data: <line>", then a blank line.
 type chatSSE struct{}
 
-func (chatSSE) contentType() string     { return "text/event-stream; charset=utf-8" }
+func (chatSSE) contentType() []string   { return ctSSE }
 func (chatSSE) start(buf []byte) []byte { return buf }
 func (chatSSE) delta(buf []byte, c *llm.Chunk) []byte {
 	t := c.Text
@@ -62,7 +62,7 @@ func (chatSSE) fail(buf []byte, status int, msg string) []byte {
 // chatText is seed 000's framing: the raw text deltas, nothing else.
 type chatText struct{}
 
-func (chatText) contentType() string                           { return "text/plain; charset=utf-8" }
+func (chatText) contentType() []string                         { return ctText }
 func (chatText) start(buf []byte) []byte                       { return buf }
 func (chatText) delta(buf []byte, c *llm.Chunk) []byte         { return append(buf, c.Text...) }
 func (chatText) end(buf []byte, _ string, _ *llm.Usage) []byte { return buf }
@@ -89,7 +89,7 @@ func (o *openAIChunks) setModel(model string) {
 	o.prefix = p
 }
 
-func (*openAIChunks) contentType() string { return "text/event-stream; charset=utf-8" }
+func (*openAIChunks) contentType() []string { return ctSSE }
 func (o *openAIChunks) start(buf []byte) []byte {
 	buf = append(buf, o.prefix...)
 	return append(buf, `[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`+"\n\n"...)
@@ -227,3 +227,8 @@ func appendJSON[T string | []byte](buf []byte, s T) []byte {
 	buf = append(buf, s[start:]...)
 	return append(buf, '"')
 }
+
+var (
+	ctSSE  = []string{"text/event-stream; charset=utf-8"}
+	ctText = []string{"text/plain; charset=utf-8"}
+)

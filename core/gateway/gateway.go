@@ -76,6 +76,7 @@ type provider struct {
 	cfg    config.Provider
 	p      llm.Provider
 	health *ring.Health
+	xname  []string // the X-Provider header value, shared read-only by responses
 }
 
 // New builds the first generation from cfg.
@@ -164,7 +165,7 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 		}
 		used[fp] = true
 		s.byName[pc.Name] = len(s.providers)
-		s.providers = append(s.providers, provider{cfg: pc, p: p, health: h})
+		s.providers = append(s.providers, provider{cfg: pc, p: p, health: h, xname: []string{pc.Name}})
 		members = append(members, ring.Member{Name: pc.Name, Weight: pc.Weight, Health: h})
 	}
 	if err := errors.Join(errs...); err != nil {

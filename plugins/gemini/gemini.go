@@ -44,6 +44,9 @@ type Provider struct {
 	cfg    config.Provider
 	client *http.Client
 	base   string // base_url without a trailing slash
+	// header is every request's header, built once; requests share it read-only
+	// (net/http does not modify a request's header).
+	header http.Header
 	// gen holds generationConfig defaults from params, encoded once at load time.
 	gen map[string]json.RawMessage
 	// top holds request-level Gemini fields from params (safetySettings, tools, ...).
@@ -65,7 +68,14 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 		deps.Client = http.DefaultClient
 	}
 	p := &Provider{cfg: cfg, client: deps.Client, base: strings.TrimRight(cfg.BaseURL, "/"),
-		gen: map[string]json.RawMessage{}, top: map[string]json.RawMessage{}}
+		gen: map[string]json.RawMessage{}, top: map[string]json.RawMessage{}, header: http.Header{}}
+	p.header.Set("Content-Type", "application/json")
+	if cfg.APIKey != "" {
+		p.header.Set("x-goog-api-key", cfg.APIKey)
+	}
+	for k, v := range cfg.Headers {
+		p.header.Set(k, v)
+	}
 	put := func(m map[string]json.RawMessage, k string, v any) error {
 		if s, ok := v.(string); ok && k == "stopSequences" {
 			v = []string{s}
@@ -250,13 +260,7 @@ func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.St
 		cancel()
 		return nil, fmt.Errorf("%s: build request: %w", p.cfg.Name, err)
 	}
-	hr.Header.Set("Content-Type", "application/json")
-	if p.cfg.APIKey != "" {
-		hr.Header.Set("x-goog-api-key", p.cfg.APIKey)
-	}
-	for k, v := range p.cfg.Headers {
-		hr.Header.Set(k, v)
-	}
+	hr.Header = p.header
 	resp, err := p.client.Do(hr)
 	if err != nil {
 		cancel()

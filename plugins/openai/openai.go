@@ -44,11 +44,13 @@ type Provider struct {
 	url     string // {base_url}/chat/completions
 	safeURL string // url without query or credentials, for transport errors
 	timeout time.Duration
-	headers http.Header
-	params  map[string]json.RawMessage // cfg.Params, encoded once
-	client  *http.Client
-	log     *zap.Logger
-	now     func() time.Time // clock for Retry-After dates without a Date header
+	// streamHeader and wholeHeader are the requests' headers, built once; requests
+	// share them read-only (net/http does not modify a request's header).
+	streamHeader, wholeHeader http.Header
+	params                    map[string]json.RawMessage // cfg.Params, encoded once
+	client                    *http.Client
+	log                       *zap.Logger
+	now                       func() time.Time // clock for Retry-After dates without a Date header
 }
 
 // New builds a Provider from its config. It is the "openai" dialect's llm.Factory.
@@ -72,9 +74,17 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 		}
 		params[k] = b
 	}
-	h := make(http.Header, len(cfg.Headers))
-	for k, v := range cfg.Headers {
-		h.Set(k, v)
+	header := func(accept string) http.Header {
+		h := http.Header{}
+		if cfg.APIKey != "" {
+			h.Set("Authorization", "Bearer "+cfg.APIKey)
+		}
+		h.Set("Content-Type", "application/json")
+		h.Set("Accept", accept)
+		for k, v := range cfg.Headers {
+			h.Set(k, v)
+		}
+		return h
 	}
 	client := deps.Client
 	if client == nil {
@@ -85,17 +95,18 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 		log = zap.NewNop()
 	}
 	return &Provider{
-		name:    cfg.Name,
-		model:   cfg.Model,
-		apiKey:  cfg.APIKey,
-		url:     endpoint.String(),
-		safeURL: safe.String(),
-		timeout: cfg.Timeout,
-		headers: h,
-		params:  params,
-		client:  client,
-		log:     log,
-		now:     time.Now,
+		name:         cfg.Name,
+		model:        cfg.Model,
+		apiKey:       cfg.APIKey,
+		url:          endpoint.String(),
+		safeURL:      safe.String(),
+		timeout:      cfg.Timeout,
+		streamHeader: header("text/event-stream"),
+		wholeHeader:  header("application/json"),
+		params:       params,
+		client:       client,
+		log:          log,
+		now:          time.Now,
 	}, nil
 }
 
@@ -123,17 +134,9 @@ func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.St
 		cancel()
 		return nil, fmt.Errorf("%s: build request: %w", p.name, p.transportError(err))
 	}
-	if p.apiKey != "" {
-		hr.Header.Set("Authorization", "Bearer "+p.apiKey)
-	}
-	hr.Header.Set("Content-Type", "application/json")
+	hr.Header = p.wholeHeader
 	if req.Stream {
-		hr.Header.Set("Accept", "text/event-stream")
-	} else {
-		hr.Header.Set("Accept", "application/json")
-	}
-	for k, v := range p.headers {
-		hr.Header[k] = v
+		hr.Header = p.streamHeader
 	}
 
 	resp, err := p.client.Do(hr)
@@ -166,6 +169,9 @@ func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.St
 }
 
 func mediaType(ct string) string {
+	if ct == "text/event-stream" || ct == "application/json" { // the usual answers, parsed for free
+		return ct
+	}
 	mt, _, _ := mime.ParseMediaType(ct)
 	return mt
 }
