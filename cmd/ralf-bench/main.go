@@ -19,6 +19,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +47,7 @@ type options struct {
 	bin         string
 	path        string
 	soak        time.Duration
+	floor       bool
 }
 
 func main() {
@@ -59,7 +62,17 @@ func main() {
 	flag.StringVar(&o.bin, "ralf", "", "ralf binary to test (default: go build ./cmd/ralf into a temp dir)")
 	flag.StringVar(&o.path, "path", "/v1/chat/completions", "endpoint: /v1/chat/completions or /chat")
 	flag.DurationVar(&o.soak, "soak", 0, "instead of the table: run a soak at -rate for this long, sampling ralf's RSS and goroutines")
+	flag.BoolVar(&o.floor, "floor", false, "instead of ralf, measure a bare net/http reverse proxy (httputil.ReverseProxy, no parsing, no failover): the floor that Go's HTTP stack sets")
+	serveFloor := flag.String("serve-floor", "", "internal: run the bare proxy on this address (with -upstream)")
+	upstream := flag.String("upstream", "", "internal: the bare proxy's upstream base URL")
 	flag.Parse()
+	if *serveFloor != "" {
+		if err := runFloor(*serveFloor, *upstream); err != nil {
+			fmt.Fprintln(os.Stderr, "ralf-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	for _, s := range strings.Split(conc, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
 			o.concurrency = append(o.concurrency, n)
@@ -88,7 +101,7 @@ func run(o options) error {
 	defer mk.Close()
 
 	bin := o.bin
-	if bin == "" {
+	if bin == "" && !o.floor {
 		dir, err := os.MkdirTemp("", "ralf-bench")
 		if err != nil {
 			return err
@@ -128,6 +141,10 @@ func run(o options) error {
 	if o.rate > 0 {
 		scenarios = append(scenarios, scenario{rate: o.rate})
 	}
+	name := "ralf"
+	if o.floor {
+		name = "floor"
+	}
 	for _, sc := range scenarios {
 		d := drive(direct, sc, o)
 		cpu0 := g.cpu()
@@ -139,8 +156,8 @@ func run(o options) error {
 			v.cpuPerReq = cpu / time.Duration(v.ok+v.errors)
 		}
 		v.rss = g.peakRSS()
-		v.print("ralf    " + sc.String())
-		fmt.Printf("%-28s %9.1f%% %+8.2fms %+8.2fms %+8.2fms\n\n", "  ralf vs direct", 100*v.rps/d.rps,
+		v.print(fmt.Sprintf("%-8s%s", name, sc))
+		fmt.Printf("%-28s %9.1f%% %+8.2fms %+8.2fms %+8.2fms\n\n", "  "+name+" vs direct", 100*v.rps/d.rps,
 			ms(v.ttfb.p(50)-d.ttfb.p(50)), ms(v.ttfb.p(90)-d.ttfb.p(90)), ms(v.ttfb.p(99)-d.ttfb.p(99)))
 	}
 	return nil
@@ -180,6 +197,13 @@ store: memory://
 		return nil, err
 	}
 	args := []string{bin, "serve", "--config", path}
+	if o.floor {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		args = []string{self, "-serve-floor", fmt.Sprintf("127.0.0.1:%d", port), "-upstream", mockURL}
+	}
 	name := bin
 	if pin {
 		if ts, err := exec.LookPath("taskset"); err == nil {
@@ -480,4 +504,24 @@ func pinProcess(set *unix.CPUSet) {
 			}
 		}
 	}
+}
+
+// runFloor serves /v1/chat/completions as a bare streaming reverse proxy to
+// upstream: what Go's HTTP server and client cost with no gateway work at all.
+func runFloor(addr, upstream string) error {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return err
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+		},
+		FlushInterval: -1, // flush every write, as a streaming gateway must
+		Transport:     &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	mux.Handle("/", rp)
+	return http.ListenAndServe(addr, mux)
 }
