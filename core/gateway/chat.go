@@ -299,10 +299,20 @@ func (g *Gateway) done(p *provider, rv *receiver) *llm.Usage {
 }
 
 // attempt sends the request to one provider and relays its answer.
-func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, fr framer, in *middleware.Info) attemptResult {
+func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, fr framer, in *middleware.Info) (res attemptResult) {
 	rt := &s.cfg.Routing
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
+	// The upstream request ends with the attempt, when the client leaves, or when a
+	// timer fires; after a clean answer, though, it is left to the stream's Close,
+	// which may read the end of the upstream body in the background so that the
+	// connection is reused without holding up the client's last bytes.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	stop := context.AfterFunc(r.Context(), cancel)
+	defer func() {
+		stop()
+		if res.err != nil {
+			cancel()
+		}
+	}()
 	var timedOut atomic.Bool
 	// One timer guards the first byte, then each gap between upstream bytes. A
 	// non-streaming upstream sends nothing until its whole answer is ready, so there
@@ -413,7 +423,8 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	if len(buf) > 0 {
 		_, _ = w.Write(buf)
 	}
-	_ = rc.Flush()
+	// No flush: the server sends what is buffered with the end of the response when
+	// the handler returns, in one write.
 	return attemptResult{committed: true}
 }
 

@@ -67,8 +67,9 @@ type Stream interface {
 	// stream was cut before its end marker.
 	Recv() (Chunk, error)
 	// Close aborts the upstream request if it is still running and releases the
-	// connection; after a clean end it may first read the rest of the body (briefly
-	// and bounded) so that the connection can be reused. Always call it.
+	// connection. After a clean end it may instead read the rest of the body in the
+	// background (briefly, and bounded) so that the connection can be reused: the
+	// context given to ChatStream must then stay alive. Always call it.
 	Close() error
 }
 

@@ -511,27 +511,45 @@ func TestNewRejectsBadBaseURL(t *testing.T) {
 }
 
 // TestConnectionReused: streams read to [DONE] give their connection back, so a
-// busy gateway does not open one TCP connection per request.
+// busy gateway does not open one TCP connection per request. Close reads the end of
+// the body in the background, even when it comes a moment after [DONE].
 func TestConnectionReused(t *testing.T) {
-	var conns atomic.Int32
-	up := newUpstreamWith(t, sseBody(t, "openai_stream_usage.sse"), func(s *http.Server) {
-		s.ConnState = func(_ net.Conn, st http.ConnState) {
-			if st == http.StateNew {
-				conns.Add(1)
+	for _, late := range []time.Duration{0, 30 * time.Millisecond} {
+		t.Run(late.String(), func(t *testing.T) {
+			var opened, closed atomic.Int32
+			body := sseBody(t, "openai_stream_usage.sse")
+			up := newUpstreamWith(t, func(w http.ResponseWriter, r *http.Request) {
+				body(w, r)
+				w.(http.Flusher).Flush()
+				time.Sleep(late) // the end of the chunked body comes later
+			}, func(s *http.Server) {
+				s.ConnState = func(_ net.Conn, st http.ConnState) {
+					switch st {
+					case http.StateNew:
+						opened.Add(1)
+					case http.StateClosed:
+						closed.Add(1)
+					}
+				}
+			})
+			p := newTestProvider(t, up.URL, nil)
+			for i := 0; i < 3; i++ {
+				st, err := p.ChatStream(context.Background(), userReq(true))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := collect(t, st); r.Err != nil || r.Text != "1, 2, 3, 4, 5" {
+					t.Fatalf("stream %d: %+v", i, r)
+				}
+				time.Sleep(late + 20*time.Millisecond) // let the background read finish
 			}
-		}
-	})
-	p := newTestProvider(t, up.URL, nil)
-	for i := 0; i < 3; i++ {
-		st, err := p.ChatStream(context.Background(), userReq(true))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r := collect(t, st); r.Err != nil || r.Text != "1, 2, 3, 4, 5" {
-			t.Fatalf("stream %d: %+v", i, r)
-		}
-	}
-	if n := conns.Load(); n != 1 {
-		t.Errorf("%d connections for 3 sequential streams, want 1", n)
+			time.Sleep(200 * time.Millisecond) // a connection dropped instead would be closed by now
+			if n := closed.Load(); n != 0 {
+				t.Errorf("%d upstream connections closed after clean streams, want 0", n)
+			}
+			if n := opened.Load(); n != 1 {
+				t.Errorf("%d connections for 3 sequential streams, want 1", n)
+			}
+		})
 	}
 }

@@ -19,9 +19,11 @@ var errClosed = errors.New("stream closed")
 
 const (
 	// drainMax and drainWait bound the read after [DONE] that lets the connection
-	// go back to the pool (an unread body makes the transport drop it).
+	// go back to the pool (an unread body makes the transport drop it). The read
+	// runs in the background, so nobody waits for it: a slow end of body is worth
+	// waiting for rather than a new connection (and TLS handshake).
 	drainMax  = 4 << 10
-	drainWait = 100 * time.Millisecond
+	drainWait = 2 * time.Second
 )
 
 // stream is a streamed chat answer: a pull parser over the upstream SSE body.
@@ -192,7 +194,14 @@ func (s *stream) SetBeforeWait(fn func()) {
 func (s *stream) Close() error {
 	s.closed.Store(true)
 	if s.ended.CompareAndSwap(true, false) {
-		s.drain() // Recv has returned io.EOF for good: the body is ours
+		// Recv has returned io.EOF for good, so the body is ours: what follows
+		// [DONE] is read in the background, then the connection goes back to the
+		// pool. The caller's answer does not wait for the upstream's last bytes.
+		go func() {
+			s.drain()
+			s.release()
+		}()
+		return nil
 	}
 	s.release()
 	return nil
