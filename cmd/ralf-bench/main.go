@@ -468,10 +468,13 @@ func soak(o options, t target, g *gateway) error {
 	oo := o
 	oo.duration, oo.warmup = 30*time.Second, 0
 	start := time.Now()
+	var streams, errs int
 	for time.Since(start) < o.soak {
 		r := drive(t, scenario{rate: o.rate}, oo)
+		streams, errs = streams+r.ok, errs+r.errors
 		fmt.Printf("%8s %9.1fMB %10d %8d\n", time.Since(start).Round(time.Second), float64(g.status("VmRSS"))/(1<<20), goroutines(g.url), r.errors)
 	}
+	fmt.Printf("soak: %d streams completed, %d errors, peak RSS %.1fMB\n", streams, errs, float64(g.peakRSS())/(1<<20))
 	return nil
 }
 
