@@ -120,6 +120,23 @@ func (s *bodyScanner) messages(i int) ([]wireMessage, int, error) {
 	return msgs, end, nil
 }
 
+// shared reads the members both endpoints have; ok is false for any other key.
+func (s *bodyScanner) shared(key []byte, i int, msgs *[]wireMessage, temp, topP **float64, maxTokens **int) (next int, ok bool, err error) {
+	switch string(key) {
+	case "messages":
+		*msgs, next, err = s.messages(i)
+	case "temperature":
+		*temp, next, err = s.float(i)
+	case "top_p":
+		*topP, next, err = s.float(i)
+	case "max_tokens":
+		*maxTokens, next, err = s.integer(i)
+	default:
+		return 0, false, nil
+	}
+	return next, true, err
+}
+
 // scanOpenAI decodes the usual /v1/chat/completions body into b and extra, the
 // members that are not openAIKnown. It returns false when encoding/json must decode
 // the body instead.
@@ -129,11 +146,12 @@ func scanOpenAI(body []byte, b *openAIBody, extra *map[string]json.RawMessage) b
 		if s.sc.IsNull(i) {
 			return 0, errSlow
 		}
+		if next, ok, err := s.shared(key, i, &b.Messages, &b.Temperature, &b.TopP, &b.MaxTokens); ok {
+			return next, err
+		}
 		switch string(key) {
 		case "model":
 			b.Model, next, err = s.str(i)
-		case "messages":
-			b.Messages, next, err = s.messages(i)
 		case "stream":
 			b.Stream, next, err = s.boolean(i)
 		case "stream_options":
@@ -149,12 +167,6 @@ func scanOpenAI(body []byte, b *openAIBody, extra *map[string]json.RawMessage) b
 			b.StreamOptions = &struct {
 				IncludeUsage bool `json:"include_usage"`
 			}{include}
-		case "temperature":
-			b.Temperature, next, err = s.float(i)
-		case "top_p":
-			b.TopP, next, err = s.float(i)
-		case "max_tokens":
-			b.MaxTokens, next, err = s.integer(i)
 		case "max_completion_tokens":
 			b.MaxCompletionTokens, next, err = s.integer(i)
 		case "n":
@@ -204,17 +216,12 @@ func scanChat(body []byte, b *chatBody) bool {
 				seen |= 1 << n
 			}
 		}
+		if next, ok, err := s.shared(key, i, &b.Messages, &b.Temperature, &b.TopP, &b.MaxTokens); ok {
+			return next, err
+		}
 		switch string(key) {
-		case "messages":
-			b.Messages, next, err = s.messages(i)
 		case "provider":
 			b.Provider, next, err = s.str(i)
-		case "temperature":
-			b.Temperature, next, err = s.float(i)
-		case "top_p":
-			b.TopP, next, err = s.float(i)
-		case "max_tokens":
-			b.MaxTokens, next, err = s.integer(i)
 		case "stream":
 			var v bool
 			v, next, err = s.boolean(i)
