@@ -204,7 +204,7 @@ store: memory://
 		}
 		args = []string{self, "-serve-floor", fmt.Sprintf("127.0.0.1:%d", port), "-upstream", mockURL}
 	}
-	name := bin
+	name := args[0]
 	if pin {
 		if ts, err := exec.LookPath("taskset"); err == nil {
 			name, args = ts, append([]string{"taskset", "-c", "0"}, args...)

@@ -299,7 +299,7 @@ func (g *Gateway) done(p *provider, rv *receiver) *llm.Usage {
 }
 
 // attempt sends the request to one provider and relays its answer.
-func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, fr framer, in *middleware.Info) (res attemptResult) {
+func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, fr framer, in *middleware.Info) attemptResult {
 	rt := &s.cfg.Routing
 	// The upstream request ends with the attempt, when the client leaves, or when a
 	// timer fires; after a clean answer, though, it is left to the stream's Close,
@@ -307,9 +307,10 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	// connection is reused without holding up the client's last bytes.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	stop := context.AfterFunc(r.Context(), cancel)
+	clean := false // set on the success returns only: an error or a panic cancels
 	defer func() {
 		stop()
-		if res.err != nil {
+		if !clean {
 			cancel()
 		}
 	}()
@@ -334,7 +335,9 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	rv := &receiver{st: st, in: in, timer: timer, idle: rt.IdleTimeout}
 
 	if fr == nil {
-		return g.collect(w, r, s, p, req, rv, &timedOut)
+		res := g.collect(w, r, s, p, req, rv, &timedOut)
+		clean = res.err == nil
+		return res
 	}
 
 	bp := bufPool.Get().(*[]byte)
@@ -425,6 +428,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	}
 	// No flush: the server sends what is buffered with the end of the response when
 	// the handler returns, in one write.
+	clean = true
 	return attemptResult{committed: true}
 }
 

@@ -44,10 +44,11 @@ func NewReader(r io.Reader, maxEvent int) *Reader {
 	}
 	rd, _ := readers.Get().(*Reader)
 	if rd == nil {
-		rd = &Reader{br: bufio.NewReaderSize(r, bufSize)}
-	} else {
-		rd.br.Reset(r)
+		// Never bufio.NewReaderSize(r, ...): it returns r itself when r is already a
+		// large enough *bufio.Reader, and Release would then pool the caller's reader.
+		rd = &Reader{br: bufio.NewReaderSize(nil, bufSize)}
 	}
+	rd.br.Reset(r)
 	rd.max = maxEvent
 	return rd
 }

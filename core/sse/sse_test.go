@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"strings"
@@ -131,5 +132,51 @@ func TestBeforeWaitRunsOnlyWhenNothingIsBuffered(t *testing.T) {
 	// a: one wait (empty buffer at start); b: none more (already buffered); c: one more.
 	if waitsAt[0] != 1 || waitsAt[1] != 1 || waitsAt[2] != 2 {
 		t.Fatalf("hook counts at each event %v, want [1 1 2]", waitsAt)
+	}
+}
+
+// TestReleaseKeepsTheCallersReader: a reader given to NewReader is never recycled
+// with the pooled one, even a *bufio.Reader that bufio would not wrap again.
+func TestReleaseKeepsTheCallersReader(t *testing.T) {
+	// One byte per read: the SSE reader takes exactly the first event from src.
+	src := bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader("data: a\n\ndata: b\n\n")), 64<<10)
+	rd := NewReader(src, 0)
+	ev, err := rd.Next()
+	if err != nil || string(ev.Data) != "a" {
+		t.Fatalf("first event %q, %v", ev.Data, err)
+	}
+	rd.Release()
+	other := NewReader(strings.NewReader("data: z\n\n"), 0) // may reuse the released one
+	if ev, err := other.Next(); err != nil || string(ev.Data) != "z" {
+		t.Fatalf("reused reader: %q, %v", ev.Data, err)
+	}
+	if rest, err := io.ReadAll(src); err != nil || string(rest) != "data: b\n\n" {
+		t.Fatalf("the caller's reader holds %q (%v) after Release, want the second event", rest, err)
+	}
+}
+
+// TestPooledReaderStartsClean: a reader from the pool carries nothing over from its
+// last stream: no buffered bytes and no flush callback.
+func TestPooledReaderStartsClean(t *testing.T) {
+	for i := 0; i < 3; i++ {
+		waited := 0
+		rd := NewReader(strings.NewReader("data: x\n\ndata: left over\n\n"), 0)
+		rd.SetBeforeWait(func() { waited++ })
+		if ev, err := rd.Next(); err != nil || string(ev.Data) != "x" {
+			t.Fatalf("round %d: %q, %v", i, ev.Data, err)
+		}
+		rd.Release() // with an event still buffered
+		before := waited
+		rd = NewReader(strings.NewReader("data: y\n\n"), 0)
+		if ev, err := rd.Next(); err != nil || string(ev.Data) != "y" {
+			t.Fatalf("round %d, next stream: %q, %v", i, ev.Data, err)
+		}
+		if _, err := rd.Next(); err != io.EOF {
+			t.Fatalf("round %d, next stream: %v after its only event, want EOF", i, err)
+		}
+		if waited != before {
+			t.Fatalf("round %d: the previous stream's wait callback ran", i)
+		}
+		rd.Release()
 	}
 }
