@@ -41,7 +41,6 @@ type stream struct {
 	finish   string // the finish reason last returned, so repeats are not returned again
 	pending  error  // returned by the next Recv (an error chunk's usage went first)
 	err      error  // terminal: every later Recv returns it (only Recv writes it)
-	wait     func() // llm.WaitNotifier: runs before a read that may block
 
 	// Close may come from another goroutine to unblock a Recv, so it only touches these.
 	closed  atomic.Bool
@@ -182,7 +181,6 @@ var _ llm.WaitNotifier = (*stream)(nil)
 
 // SetBeforeWait implements llm.WaitNotifier.
 func (s *stream) SetBeforeWait(fn func()) {
-	s.wait = fn
 	if s.rd != nil {
 		s.rd.SetBeforeWait(fn)
 	}
