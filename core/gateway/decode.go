@@ -85,8 +85,10 @@ func expected(goType string) string {
 		return "an object"
 	case goType == "string":
 		return "a string"
-	case strings.HasPrefix(goType, "float"), strings.HasPrefix(goType, "int"):
+	case strings.HasPrefix(goType, "float"):
 		return "a number"
+	case strings.HasPrefix(goType, "int"):
+		return "an integer"
 	case goType == "bool":
 		return "a boolean"
 	}
@@ -316,6 +318,10 @@ func unmarshalOpenAI(body []byte, b *openAIBody, extra *map[string]json.RawMessa
 			return nil
 		}
 		if err := json.Unmarshal(v, dst); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) && te.Field == "" { // the member itself has the wrong type
+				return badRequest("%s must be %s, not %s", name, expected(te.Type.String()), te.Value)
+			}
 			he := jsonError(v, err)
 			he.msg = "invalid JSON in " + name + ": " + strings.TrimPrefix(he.msg, "invalid JSON at ")
 			return he
