@@ -541,7 +541,7 @@ func TestConnectionReused(t *testing.T) {
 				if r := collect(t, st); r.Err != nil || r.Text != "1, 2, 3, 4, 5" {
 					t.Fatalf("stream %d: %+v", i, r)
 				}
-				time.Sleep(late + 20*time.Millisecond) // let the background read finish
+				time.Sleep(late + 100*time.Millisecond) // let the background read finish
 			}
 			time.Sleep(200 * time.Millisecond) // a connection dropped instead would be closed by now
 			if n := closed.Load(); n != 0 {
