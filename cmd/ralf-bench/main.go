@@ -1,5 +1,6 @@
 // Command ralf-bench is ralf's load benchmark. It starts the mock upstream in its own
-// process and ralf as a child process, pins ralf to one core and itself to the other
+// process and ralf as a child process, pins ralf to one core and itself (every thread)
+// to the other
 // (when the machine has two or more), then drives streaming requests at fixed
 // concurrency or fixed rate, directly against the mock and through ralf in the same
 // run, and prints throughput, time to first byte and total time percentiles, errors,
@@ -7,6 +8,8 @@
 //
 //	go run ./cmd/ralf-bench                  # the standard table
 //	go run ./cmd/ralf-bench -duration 30s -concurrency 1,16,64 -rate 1000 -auth
+//	go run ./cmd/ralf-bench -floor           # a bare httputil.ReverseProxy in ralf's place
+//	go run ./cmd/ralf-bench -soak 10m -rate 1000
 package main
 
 import (
