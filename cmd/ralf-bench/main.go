@@ -1,8 +1,7 @@
 // Command ralf-bench is ralf's load benchmark. It starts the mock upstream in its own
-// process and ralf as a child process, pins ralf to one core and itself (every thread)
-// to the other
-// (when the machine has two or more), then drives streaming requests at fixed
-// concurrency or fixed rate, directly against the mock and through ralf in the same
+// process and ralf as a child process, pins ralf to one core and itself (every
+// thread) to the others when the machine has two or more, then drives streaming
+// requests at fixed concurrency or fixed rate, directly against the mock and through ralf in the same
 // run, and prints throughput, time to first byte and total time percentiles, errors,
 // ralf's CPU time per request and peak RSS, with gateway/direct ratios.
 //
