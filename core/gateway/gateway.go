@@ -20,6 +20,7 @@ import (
 
 	"github.com/ralf-gateway/ralf/core/auth"
 	"github.com/ralf-gateway/ralf/core/config"
+	"github.com/ralf-gateway/ralf/core/h1"
 	"github.com/ralf-gateway/ralf/core/llm"
 	"github.com/ralf-gateway/ralf/core/metrics"
 	"github.com/ralf-gateway/ralf/core/ring"
@@ -267,7 +268,19 @@ func (g *Gateway) clientFor(base string) (*http.Client, error) {
 	return c, nil
 }
 
-func newTransport() *http.Transport {
+func newTransport() http.RoundTripper {
+	dial := (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return &h1.Transport{
+		Fallback:            newStdTransport(),
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dial,
+		TLSHandshakeTimeout: 10 * time.Second,
+		IdleConnTimeout:     90 * time.Second,
+		MaxIdleConnsPerHost: 256,
+	}
+}
+
+func newStdTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,

@@ -1,0 +1,527 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// server is an httptest server that counts the connections it accepts.
+type server struct {
+	*httptest.Server
+	conns  atomic.Int64 // accepted
+	closed atomic.Int64 // closed, by either side
+}
+
+func newServer(t *testing.T, h http.HandlerFunc, tlsOn bool) *server {
+	t.Helper()
+	s := &server{Server: httptest.NewUnstartedServer(h)}
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			s.conns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			s.closed.Add(1)
+		}
+	}
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused certificate of TestDialErrors
+	if tlsOn {
+		s.EnableHTTP2 = true // offered; the transport must still speak HTTP/1.1
+		s.StartTLS()
+	} else {
+		s.Start()
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func newTransport(t *testing.T, s *server) *Transport {
+	tr := &Transport{IdleConnTimeout: time.Minute, MaxIdleConnsPerHost: 64}
+	if s != nil && s.TLS != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: s.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+func post(t *testing.T, c *http.Client, u, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", u, err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return res, string(b)
+}
+
+// echo answers with the request's method, path, body and a header, in the framing
+// the query asks for: chunked (flushed parts), length, or none.
+func echo(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.Header().Set("X-Proto", r.Proto)
+	msg := fmt.Sprintf("%s %s %s ua=%q", r.Method, r.URL.Path, b, r.UserAgent())
+	switch r.URL.Query().Get("frame") {
+	case "chunked":
+		for _, part := range strings.SplitAfter(msg, " ") {
+			io.WriteString(w, part)
+			w.(http.Flusher).Flush()
+		}
+	case "empty":
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.Header().Set("Content-Length", fmt.Sprint(len(msg)))
+		io.WriteString(w, msg)
+	}
+}
+
+func TestRequestsShareOneConnection(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			s := newServer(t, echo, tlsOn)
+			c := &http.Client{Transport: newTransport(t, s)}
+			for i, frame := range []string{"length", "chunked", "empty", "length", "chunked"} {
+				body := fmt.Sprintf(`{"n":%d}`, i)
+				res, got := post(t, c, s.URL+"/v1/x?frame="+frame, body)
+				if res.Proto != "HTTP/1.1" || res.Header.Get("X-Proto") != "HTTP/1.1" {
+					t.Fatalf("protocol %s / %s, want HTTP/1.1", res.Proto, res.Header.Get("X-Proto"))
+				}
+				if frame == "empty" {
+					if res.StatusCode != http.StatusNoContent || got != "" {
+						t.Fatalf("status %d body %q", res.StatusCode, got)
+					}
+					continue
+				}
+				want := fmt.Sprintf(`POST /v1/x %s ua="Go-http-client/1.1"`, body)
+				if got != want {
+					t.Fatalf("frame %s: got %q, want %q", frame, got, want)
+				}
+			}
+			if n := s.conns.Load(); n != 1 {
+				t.Fatalf("%d connections for 5 sequential requests, want 1", n)
+			}
+		})
+	}
+}
+
+func TestConcurrentRequests(t *testing.T) {
+	s := newServer(t, echo, false)
+	tr := newTransport(t, s)
+	tr.MaxIdleConnsPerHost = 4
+	c := &http.Client{Transport: tr}
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for g := 0; g < 20; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				body := fmt.Sprintf("g%d-%d", g, i)
+				res, err := c.Post(s.URL+"/c?frame=chunked", "text/plain", strings.NewReader(body))
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || !strings.Contains(string(b), " "+body+" ") {
+					errs <- fmt.Errorf("answer %q, %v", b, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	tr.mu.Lock()
+	idle := len(tr.pools["http://"+s.Listener.Addr().String()].idle)
+	tr.mu.Unlock()
+	if idle > 4 {
+		t.Fatalf("%d idle connections kept, want at most MaxIdleConnsPerHost=4", idle)
+	}
+}
+
+// A body closed before its end cannot leave its connection in the pool half read.
+func TestEarlyCloseDropsTheConnection(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/long" {
+			io.WriteString(w, "first part ")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // until the client goes
+			return
+		}
+		echo(w, r)
+	}, false)
+	c := &http.Client{Transport: newTransport(t, s)}
+	res, err := c.Post(s.URL+"/long", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(res.Body, buf); err != nil || string(buf) != "first" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	res.Body.Close()
+	if _, err := res.Body.Read(buf); err == nil {
+		t.Fatal("read after Close succeeded")
+	}
+	_, got := post(t, c, s.URL+"/next", "y")
+	if !strings.HasPrefix(got, "POST /next y") {
+		t.Fatalf("next answer %q", got)
+	}
+	if n := s.conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (the half-read one is not reused)", n)
+	}
+}
+
+// Close from another goroutine wakes a Read blocked on a silent upstream.
+func TestCloseUnblocksRead(t *testing.T) {
+	release := make(chan struct{})
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "x")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}, false)
+	defer close(release)
+	c := &http.Client{Transport: newTransport(t, s)}
+	res, err := c.Post(s.URL, "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(res.Body)
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	res.Body.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("ReadAll ended without an error after Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read still blocked 5s after Close")
+	}
+}
+
+func TestCancellation(t *testing.T) {
+	stalled := make(chan struct{})
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/body" {
+			io.WriteString(w, "head")
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-stalled:
+		case <-r.Context().Done():
+		}
+	}, false)
+	defer close(stalled)
+	c := &http.Client{Transport: newTransport(t, s)}
+
+	t.Run("waiting for the answer", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/head", strings.NewReader("x"))
+		_, err := c.Do(req)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err %v, want context.DeadlineExceeded", err)
+		}
+	})
+	t.Run("reading the body", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/body", strings.NewReader("x"))
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		time.AfterFunc(20*time.Millisecond, cancel)
+		b, err := io.ReadAll(res.Body)
+		if string(b) != "head" || !errors.Is(err, context.Canceled) {
+			t.Fatalf("read %q, %v; want \"head\" then context.Canceled", b, err)
+		}
+	})
+	t.Run("already cancelled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/head", strings.NewReader("x"))
+		if _, err := c.Do(req); !errors.Is(err, context.Canceled) {
+			t.Fatalf("err %v, want context.Canceled", err)
+		}
+	})
+}
+
+// rawServer accepts connections and runs fn on each, counting them.
+func rawServer(t *testing.T, fn func(n int, c net.Conn)) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count atomic.Int64
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := int(count.Add(1))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				fn(n, c)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String(), &count
+}
+
+// answer reads one request from br and writes a fixed answer.
+func answer(br *bufio.Reader, c net.Conn, extra string) bool {
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return false
+	}
+	b, _ := io.ReadAll(req.Body)
+	msg := "got " + string(b)
+	fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s", len(msg), extra, msg)
+	return true
+}
+
+// A kept-alive connection that the upstream closed while it sat in the pool is not an
+// error for the next request: found dead before use, or failing before any answer,
+// the request goes out again on a new connection.
+func TestStaleConnectionIsRetried(t *testing.T) {
+	for _, wait := range []time.Duration{0, aliveCheckAfter + 100*time.Millisecond} {
+		t.Run(fmt.Sprintf("idle %v", wait), func(t *testing.T) {
+			// Each connection answers one request, keeps quiet about it, and closes.
+			u, conns := rawServer(t, func(_ int, c net.Conn) {
+				answer(bufio.NewReader(c), c, "")
+			})
+			tr := newTransport(t, nil)
+			c := &http.Client{Transport: tr}
+			for i := 0; i < 3; i++ {
+				_, got := post(t, c, u, fmt.Sprint("req", i))
+				if got != fmt.Sprint("got req", i) {
+					t.Fatalf("answer %d: %q", i, got)
+				}
+				time.Sleep(wait + 10*time.Millisecond) // the close reaches us
+			}
+			if n := conns.Load(); n != 3 {
+				t.Fatalf("%d connections, want 3", n)
+			}
+		})
+	}
+	// A body that cannot be sent twice rules out the retry: a connection that rested
+	// in the pool is checked before it is used.
+	t.Run("checked before use", func(t *testing.T) {
+		u, _ := rawServer(t, func(_ int, c net.Conn) {
+			answer(bufio.NewReader(c), c, "")
+		})
+		c := &http.Client{Transport: newTransport(t, nil)}
+		post(t, c, u, "first")
+		time.Sleep(aliveCheckAfter + 100*time.Millisecond)
+		req, _ := http.NewRequest(http.MethodPost, u, io.NopCloser(strings.NewReader("once")))
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("request on a pool whose connection was closed: %v", err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(b) != "got once" {
+			t.Fatalf("answer %q", b)
+		}
+	})
+}
+
+// A request is not sent twice when the first connection saw some of an answer.
+func TestNoRetryAfterAnAnswerStarted(t *testing.T) {
+	u, conns := rawServer(t, func(n int, c net.Conn) {
+		br := bufio.NewReader(c)
+		if !answer(br, c, "") {
+			return
+		}
+		if _, err := http.ReadRequest(br); err == nil {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Le") // cut mid-head
+		}
+	})
+	c := &http.Client{Transport: newTransport(t, nil)}
+	post(t, c, u, "one")
+	_, err := c.Post(u, "text/plain", strings.NewReader("two"))
+	if err == nil {
+		t.Fatal("a cut answer head was not an error")
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1 (no retry once the answer began)", n)
+	}
+}
+
+func TestConnectionCloseIsHonoured(t *testing.T) {
+	u, conns := rawServer(t, func(_ int, c net.Conn) {
+		br := bufio.NewReader(c)
+		for answer(br, c, "Connection: close\r\n") {
+		}
+	})
+	c := &http.Client{Transport: newTransport(t, nil)}
+	post(t, c, u, "a")
+	post(t, c, u, "b")
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2 (Connection: close)", n)
+	}
+}
+
+func TestInformationalAnswersAreSkipped(t *testing.T) {
+	u, _ := rawServer(t, func(_ int, c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	c := &http.Client{Transport: newTransport(t, nil)}
+	res, got := post(t, c, u, "x")
+	if res.StatusCode != 200 || got != "ok" {
+		t.Fatalf("status %d body %q", res.StatusCode, got)
+	}
+}
+
+// A body cut by the upstream is an error, not a short answer.
+func TestTruncatedBody(t *testing.T) {
+	u, _ := rawServer(t, func(_ int, c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+	})
+	c := &http.Client{Transport: newTransport(t, nil)}
+	res, err := c.Post(u, "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("read %q, %v; want io.ErrUnexpectedEOF", b, err)
+	}
+}
+
+// A request larger than the socket takes at once still goes out whole.
+func TestLargeRequest(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}, false)
+	c := &http.Client{Transport: newTransport(t, s)}
+	body := strings.Repeat("0123456789", 1<<20)
+	for i := 0; i < 2; i++ {
+		if _, got := post(t, c, s.URL, body); got != fmt.Sprint(len(body)) {
+			t.Fatalf("server read %s bytes, want %d", got, len(body))
+		}
+	}
+	if n := s.conns.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+}
+
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	s := newServer(t, echo, false)
+	tr := newTransport(t, s)
+	tr.IdleConnTimeout = 50 * time.Millisecond
+	c := &http.Client{Transport: tr}
+	post(t, c, s.URL, "x")
+	deadline := time.Now().Add(5 * time.Second)
+	for s.closed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s.closed.Load() != 1 {
+		t.Fatal("the idle connection was not closed after IdleConnTimeout")
+	}
+	post(t, c, s.URL, "y")
+	if n := s.conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
+	}
+}
+
+type recorder struct{ n atomic.Int64 }
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.n.Add(1)
+	return &http.Response{StatusCode: 299, Body: http.NoBody, Request: req}, nil
+}
+
+// Requests with a proxy go to the fallback transport.
+func TestProxiedRequestsUseTheFallback(t *testing.T) {
+	s := newServer(t, echo, false)
+	fb := &recorder{}
+	tr := newTransport(t, s)
+	tr.Fallback = fb
+	tr.Proxy = func(r *http.Request) (*url.URL, error) {
+		if r.URL.Path == "/proxied" {
+			return url.Parse("http://proxy.invalid:3128")
+		}
+		return nil, nil
+	}
+	c := &http.Client{Transport: tr}
+	if res, _ := post(t, c, s.URL+"/proxied", "x"); res.StatusCode != 299 || fb.n.Load() != 1 {
+		t.Fatalf("proxied request: status %d, fallback used %d times", res.StatusCode, fb.n.Load())
+	}
+	if res, _ := post(t, c, s.URL+"/direct", "x"); res.StatusCode != 200 || fb.n.Load() != 1 {
+		t.Fatalf("direct request: status %d, fallback used %d times", res.StatusCode, fb.n.Load())
+	}
+}
+
+func TestDialErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	c := &http.Client{Transport: newTransport(t, nil)}
+	if _, err := c.Post("http://"+addr, "text/plain", strings.NewReader("x")); err == nil {
+		t.Fatal("no error for a refused connection")
+	}
+	s := newServer(t, echo, true)
+	tr := newTransport(t, nil) // does not trust the test certificate
+	if _, err := (&http.Client{Transport: tr}).Post(s.URL, "text/plain", strings.NewReader("x")); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("err %v, want a certificate error", err)
+	}
+}
