@@ -30,7 +30,7 @@ type server struct {
 	closed atomic.Int64 // closed, by either side
 }
 
-func newServer(t *testing.T, h http.HandlerFunc, tlsOn bool) *server {
+func newServer(t testing.TB, h http.HandlerFunc, tlsOn bool) *server {
 	t.Helper()
 	s := &server{Server: httptest.NewUnstartedServer(h)}
 	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
@@ -52,7 +52,7 @@ func newServer(t *testing.T, h http.HandlerFunc, tlsOn bool) *server {
 	return s
 }
 
-func newTransport(t *testing.T, s *server) *Transport {
+func newTransport(t testing.TB, s *server) *Transport {
 	tr := &Transport{IdleConnTimeout: time.Minute, MaxIdleConnsPerHost: 64}
 	if s != nil && s.TLS != nil {
 		tr.TLSClientConfig = &tls.Config{RootCAs: s.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
