@@ -2,12 +2,18 @@
 //
 // net/http's Transport runs two goroutines per connection (a read loop and a write
 // loop) and hands every request, response and body end between them and the caller.
-// For a gateway that relays many short streams on one core those hand-offs, and the
-// read the idle loop keeps posted on every connection, cost about as much CPU as the
-// gateway's own work. Transport does the same job in the caller's goroutine: it writes
-// the request with Request.Write, reads the answer with http.ReadResponse, and puts the
-// connection back in its pool when the body has been read to its end. The HTTP
-// framing is net/http's own; only the connection management is ours.
+// For a gateway that relays many short streams on one core those hand-offs cost about
+// as much CPU as the gateway's own work. Transport does the same job in the caller's
+// goroutine: it writes the request with Request.Write, reads the answer with
+// http.ReadResponse, and puts the connection back in its pool when the body has been
+// read to its end. The HTTP framing is net/http's own; only the connection handling
+// is ours.
+//
+// With no read loop watching idle connections, a connection taken from the pool is
+// checked just before the request is written (a non-blocking peek at the socket): a
+// server that closed it, half-closed it or wrote to it meanwhile (a 408) costs a new
+// connection, not an error. A request is sent again on a new connection only when
+// nothing of it was written, or when it is safe to repeat, as net/http does.
 //
 // It speaks HTTP/1.1 only (over TLS too, by ALPN). Requests it does not handle (a
 // proxy from the environment, another scheme, a protocol upgrade) go to Fallback.
@@ -19,19 +25,22 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 )
 
-// Transport is an http.RoundTripper for HTTP/1.1 upstreams. The zero value is not
-// usable: build it with New. It is safe for concurrent use.
+// Transport is an http.RoundTripper for HTTP/1.1 upstreams. Set its fields before
+// first use; it is then safe for concurrent use.
 type Transport struct {
 	// Fallback handles requests Transport does not: through a proxy, other schemes,
 	// upgrades. It also gets CloseIdleConnections.
@@ -39,17 +48,19 @@ type Transport struct {
 	// Proxy reports the proxy for a request, as http.Transport.Proxy; a request with
 	// a proxy goes to Fallback. Nil means no proxy.
 	Proxy func(*http.Request) (*url.URL, error)
-	// DialContext opens connections.
+	// DialContext opens connections (default: a net.Dialer).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLSClientConfig is cloned for each TLS connection; ServerName defaults to the
 	// request's host and NextProtos is set to HTTP/1.1.
 	TLSClientConfig *tls.Config
 	// TLSHandshakeTimeout bounds a handshake (zero: only the request's context).
 	TLSHandshakeTimeout time.Duration
-	// IdleConnTimeout closes connections idle for longer.
+	// IdleConnTimeout closes connections idle for longer (zero: never).
 	IdleConnTimeout time.Duration
-	// MaxIdleConnsPerHost bounds the idle pool of each host.
+	// MaxIdleConnsPerHost bounds the idle pool of each host (zero: 2).
 	MaxIdleConnsPerHost int
+	// MaxResponseHeaderBytes bounds an answer's head, 1xx heads included (zero: 1 MiB).
+	MaxResponseHeaderBytes int64
 
 	mu    sync.Mutex
 	pools map[string]*pool
@@ -59,6 +70,7 @@ type Transport struct {
 type pool struct {
 	idle  []*conn
 	timer *time.Timer // prunes connections past the idle timeout
+	armed bool
 }
 
 // conn is one upstream connection. It is owned by one request at a time.
@@ -66,13 +78,53 @@ type conn struct {
 	t      *Transport
 	key    string
 	nc     net.Conn
-	raw    syscall.RawConn // the TCP socket under nc, for the liveness check; may be nil
-	br     *bufio.Reader
-	wb     bytes.Buffer // the request being written
-	plain  bool         // raw is the connection itself (no TLS above it)
+	raw    syscall.RawConn // the TCP socket under nc; nil when nc is not a *net.TCPConn
+	plain  bool            // raw is nc itself (no TLS above it)
+	br     *bufio.Reader   // reads through lr
+	lr     limitReader
 	idleAt time.Time
 	reused bool
 }
+
+// limitReader is the connection under br. While an answer's head is read it allows
+// only so many bytes, so a broken upstream cannot make the head grow without bound.
+type limitReader struct {
+	nc   net.Conn
+	left int64
+}
+
+var errHeadTooLarge = errors.New("h1: upstream answer's header too large")
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.nc.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+// errNotSent marks a failure before any byte of the request was written: sending it
+// on another connection is always safe.
+type errNotSent struct{ err error }
+
+func (e errNotSent) Error() string { return e.err.Error() }
+func (e errNotSent) Unwrap() error { return e.err }
+
+// errNoAnswer marks a failure after the request was written but before any byte of
+// an answer: the upstream may have acted on it, so only a request that is safe to
+// repeat is sent again.
+type errNoAnswer struct{ err error }
+
+func (e errNoAnswer) Error() string { return e.err.Error() }
+func (e errNoAnswer) Unwrap() error { return e.err }
+
+// errStale is a pooled connection found unusable (closed, half-closed, or with bytes
+// nobody asked for) just before a request was written on it.
+var errStale = errors.New("h1: idle connection closed by the upstream")
 
 // RoundTrip sends req and returns its answer. The body must be read to its end or
 // closed; reading it to the end returns the connection to the pool.
@@ -87,41 +139,65 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	ctx := req.Context()
+	// The request is encoded once; a retry sends the same bytes.
+	wb := wirePool.Get().(*bytes.Buffer)
+	wb.Reset()
+	defer func() {
+		if wb.Cap() <= maxPooledWire {
+			wirePool.Put(wb)
+		}
+	}()
+	if err := req.Write(wb); err != nil { // closes the body
+		return nil, err
+	}
 	key := req.URL.Scheme + "://" + canonicalAddr(req.URL)
 	for retried := false; ; retried = true {
 		if err := ctx.Err(); err != nil {
-			closeBody(req)
 			return nil, err
 		}
-		c, err := t.get(ctx, key, req.URL)
+		c, err := t.get(ctx, key, req.URL, retried) // a retry never takes from the pool
 		if err != nil {
-			closeBody(req)
 			return nil, err
 		}
-		resp, err := c.roundTrip(req)
+		resp, err := c.roundTrip(req, wb.Bytes())
 		if err == nil {
 			return resp, nil
 		}
-		// A kept-alive connection the server closed just as it was reused fails
-		// before any answer: send the request again on a new connection, once, as
-		// net/http does (only when the body can be sent again).
-		var nr noResponse
-		if !retried && c.reused && errors.As(err, &nr) && ctx.Err() == nil {
-			if r2, ok := rewind(req); ok {
-				req = r2
-				continue
-			}
-		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		var ns errNotSent
+		var na errNoAnswer
+		if !retried && c.reused && (errors.As(err, &ns) || (errors.As(err, &na) && repeatable(req))) {
+			continue
 		}
 		return nil, err
 	}
 }
 
+// wirePool holds encoded requests' buffers; they are free again once RoundTrip returns.
+var wirePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledWire keeps a large request's buffer out of the pool.
+const maxPooledWire = 64 << 10
+
+// repeatable is net/http's rule for sending a request again after it was written:
+// an idempotent method, or a client-provided idempotency key.
+func repeatable(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, a := req.Header["Idempotency-Key"]
+	_, b := req.Header["X-Idempotency-Key"]
+	return a || b
+}
+
 func (t *Transport) fallback(req *http.Request) (*http.Response, error) {
 	if t.Fallback == nil {
-		closeBody(req)
+		if req.Body != nil {
+			req.Body.Close()
+		}
 		return nil, errors.New("h1: request not supported and no fallback transport")
 	}
 	return t.Fallback.RoundTrip(req)
@@ -133,11 +209,8 @@ func (t *Transport) CloseIdleConnections() {
 	var idle []*conn
 	for _, p := range t.pools {
 		idle = append(idle, p.idle...)
-		p.idle = nil
-		if p.timer != nil {
-			p.timer.Stop()
-			p.timer = nil
-		}
+		clear(p.idle)
+		p.idle = p.idle[:0]
 	}
 	t.mu.Unlock()
 	for _, c := range idle {
@@ -148,10 +221,9 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-// get returns a live pooled connection for key, or dials one.
-func (t *Transport) get(ctx context.Context, key string, u *url.URL) (*conn, error) {
-	now := time.Now()
-	for {
+// get returns a pooled connection for key, or dials one (always when fresh is set).
+func (t *Transport) get(ctx context.Context, key string, u *url.URL, fresh bool) (*conn, error) {
+	for !fresh {
 		t.mu.Lock()
 		var c *conn
 		if p := t.pools[key]; p != nil && len(p.idle) > 0 {
@@ -161,58 +233,33 @@ func (t *Transport) get(ctx context.Context, key string, u *url.URL) (*conn, err
 		}
 		t.mu.Unlock()
 		if c == nil {
-			return t.dial(ctx, key, u)
+			break
 		}
-		if (t.IdleConnTimeout > 0 && now.Sub(c.idleAt) > t.IdleConnTimeout) || !c.alive(now) {
+		if t.IdleConnTimeout > 0 && time.Since(c.idleAt) > t.IdleConnTimeout {
 			c.nc.Close()
 			continue
 		}
 		c.reused = true
 		return c, nil
 	}
+	return t.dial(ctx, key, u)
 }
-
-// alive reports whether a pooled connection is still open. A connection idle for a
-// moment is taken as alive (the retry covers the rare close in that window); one idle
-// longer is checked with a non-blocking peek: anything but "nothing to read" (the
-// server's FIN, a TLS alert, stray bytes) means it cannot carry a request.
-func (c *conn) alive(now time.Time) bool {
-	if c.br.Buffered() > 0 {
-		return false
-	}
-	if c.raw == nil || now.Sub(c.idleAt) < aliveCheckAfter {
-		return true
-	}
-	ok := false
-	err := c.raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-		return true // never wait
-	})
-	return err == nil && ok
-}
-
-// aliveCheckAfter is how long a connection rests in the pool before its reuse costs a
-// liveness check. Under load connections rest for microseconds and skip it.
-const aliveCheckAfter = 500 * time.Millisecond
 
 func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, error) {
-	addr := canonicalAddr(u)
 	dial := t.DialContext
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	nc, err := dial(ctx, "tcp", addr)
+	nc, err := dial(ctx, "tcp", canonicalAddr(u))
 	if err != nil {
-		return nil, err
+		return nil, errNotSent{err}
 	}
 	var raw syscall.RawConn
-	if sc, ok := nc.(syscall.Conn); ok {
-		raw, _ = sc.SyscallConn()
+	if tc, ok := nc.(*net.TCPConn); ok { // not a wrapper the raw socket would bypass
+		raw, _ = tc.SyscallConn()
 	}
 	if u.Scheme == "https" {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		cfg := &tls.Config{}
 		if t.TLSClientConfig != nil {
 			cfg = t.TLSClientConfig.Clone()
 		}
@@ -221,19 +268,26 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 		}
 		cfg.NextProtos = []string{"http/1.1"}
 		tc := tls.Client(nc, cfg)
-		hctx := ctx
+		hctx, cancel := ctx, context.CancelFunc(func() {})
 		if t.TLSHandshakeTimeout > 0 {
-			var cancel context.CancelFunc
 			hctx, cancel = context.WithTimeout(ctx, t.TLSHandshakeTimeout)
-			defer cancel()
 		}
-		if err := tc.HandshakeContext(hctx); err != nil {
+		err := tc.HandshakeContext(hctx)
+		timedOut := hctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err != nil {
 			nc.Close()
-			return nil, err
+			if timedOut {
+				err = fmt.Errorf("TLS handshake timeout (%v)", t.TLSHandshakeTimeout)
+			}
+			return nil, errNotSent{err}
 		}
 		nc = tc
 	}
-	return &conn{t: t, key: key, nc: nc, raw: raw, plain: raw != nil && u.Scheme == "http", br: bufio.NewReaderSize(nc, readBufferSize)}, nil
+	c := &conn{t: t, key: key, nc: nc, raw: raw, plain: raw != nil && u.Scheme == "http"}
+	c.lr = limitReader{nc: nc, left: math.MaxInt64}
+	c.br = bufio.NewReaderSize(&c.lr, readBufferSize)
+	return c, nil
 }
 
 // put returns a connection to its pool, or closes it when the pool is full.
@@ -258,9 +312,14 @@ func (t *Transport) put(c *conn) {
 		return
 	}
 	p.idle = append(p.idle, c)
-	if p.timer == nil && t.IdleConnTimeout > 0 {
-		key := c.key
-		p.timer = time.AfterFunc(t.IdleConnTimeout, func() { t.prune(key) })
+	if !p.armed && t.IdleConnTimeout > 0 {
+		p.armed = true
+		if p.timer == nil {
+			key := c.key
+			p.timer = time.AfterFunc(t.IdleConnTimeout, func() { t.prune(key) })
+		} else {
+			p.timer.Reset(t.IdleConnTimeout)
+		}
 	}
 	t.mu.Unlock()
 }
@@ -271,21 +330,17 @@ func (t *Transport) prune(key string) {
 	now := time.Now()
 	t.mu.Lock()
 	p := t.pools[key]
-	if p == nil {
-		t.mu.Unlock()
-		return
-	}
-	p.timer = nil
-	var stale []*conn
+	p.armed = false
 	n := 0
 	for n < len(p.idle) && now.Sub(p.idle[n].idleAt) >= t.IdleConnTimeout {
 		n++
 	}
-	stale = append(stale, p.idle[:n]...)
+	stale := append([]*conn(nil), p.idle[:n]...)
 	p.idle = append(p.idle[:0], p.idle[n:]...)
 	clear(p.idle[len(p.idle):cap(p.idle)])
 	if len(p.idle) > 0 {
-		p.timer = time.AfterFunc(t.IdleConnTimeout-now.Sub(p.idle[0].idleAt), func() { t.prune(key) })
+		p.armed = true
+		p.timer.Reset(t.IdleConnTimeout - now.Sub(p.idle[0].idleAt))
 	}
 	t.mu.Unlock()
 	for _, c := range stale {
@@ -293,40 +348,37 @@ func (t *Transport) prune(key string) {
 	}
 }
 
-// noResponse marks an error that came before any byte of the answer was read.
-type noResponse struct{ err error }
-
-func (e noResponse) Error() string { return e.err.Error() }
-func (e noResponse) Unwrap() error { return e.err }
-
 // longAgo is a deadline in the past: it wakes any blocked read or write.
 var longAgo = time.Unix(1, 0)
 
-// roundTrip writes req on c and reads the answer's head. c is closed on error.
-func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
+// max1xx bounds the informational answers skipped before the real one (as net/http).
+const max1xx = 5
+
+// roundTrip writes the encoded request on c and reads the answer's head. c is closed
+// on error.
+func (c *conn) roundTrip(req *http.Request, wire []byte) (*http.Response, error) {
 	ctx := req.Context()
-	// Cancellation interrupts the connection; the request's caller sees ctx.Err().
+	// Cancellation interrupts the connection; the caller sees ctx.Err().
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(longAgo) })
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		c.nc.Close()
 		return nil, err
 	}
-	c.wb.Reset()
-	if err := req.Write(&c.wb); err != nil {
-		return fail(noResponse{err})
+	if err := c.send(wire); err != nil {
+		return fail(err)
 	}
-	err := c.send(c.wb.Bytes())
-	if c.wb.Cap() > maxKeptWriteBuffer {
-		c.wb = bytes.Buffer{}
+	headMax := c.t.MaxResponseHeaderBytes
+	if headMax <= 0 {
+		headMax = 1 << 20
 	}
-	if err != nil {
-		return fail(noResponse{err})
-	}
+	c.lr.left = headMax + int64(c.br.Buffered())
 	var resp *http.Response
-	for {
-		if _, err := c.br.Peek(1); err != nil {
-			return fail(noResponse{err})
+	for n := 0; ; n++ {
+		if n == 0 {
+			if _, err := c.br.Peek(1); err != nil {
+				return fail(errNoAnswer{err})
+			}
 		}
 		r, err := http.ReadResponse(c.br, req)
 		if err != nil {
@@ -337,8 +389,13 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 			resp = r
 			break
 		}
+		if n == max1xx {
+			return fail(errors.New("h1: too many 1xx informational answers"))
+		}
 	}
-	reusable := !resp.Close && !req.Close && resp.ProtoAtLeast(1, 1)
+	c.lr.left = math.MaxInt64
+	reusable := !resp.Close && !req.Close && resp.ProtoAtLeast(1, 1) &&
+		resp.StatusCode != http.StatusSwitchingProtocols && !hasToken(req.Header["Connection"], "close")
 	if resp.Body == http.NoBody || resp.Body == nil {
 		resp.Body = http.NoBody
 		c.release(stop, reusable)
@@ -348,25 +405,45 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// send writes a request. On a plain TCP connection the write is made from inside the
-// wait for the answer (syscall.RawConn.Read): the poller is armed before the request
-// leaves, so the answer's arrival wakes the wait and no read is spent finding the socket
-// still empty. Anything the socket does not take at once is written the usual way.
+// send writes a request. A pooled connection is first checked with a non-blocking
+// peek: anything but "nothing to read" (the upstream's FIN, a TLS alert, a 408, stray
+// bytes) means it cannot carry a request, and errNotSent lets the caller use another.
+//
+// On a plain TCP connection the peek and the write are made from inside the wait for
+// the answer (syscall.RawConn.Read): the poller is armed first, so anything that
+// arrives after the peek, the answer included, wakes the wait, and no read is spent
+// finding the socket still empty. What the socket does not take at once is written
+// the usual way.
 func (c *conn) send(p []byte) error {
-	if !c.plain || c.br.Buffered() > 0 {
-		_, err := c.nc.Write(p)
-		return err
+	if c.br.Buffered() > 0 {
+		return errNotSent{errStale}
 	}
-	sent := false
+	if !c.plain {
+		if c.reused && c.raw != nil {
+			var ok bool
+			if err := c.raw.Read(func(fd uintptr) bool { ok = idle(fd); return true }); err != nil || !ok {
+				return errNotSent{errStale}
+			}
+		}
+		if _, err := c.nc.Write(p); err != nil {
+			return errNoAnswer{err} // some of it may have gone out
+		}
+		return nil
+	}
+	wrote, sent, stale := 0, false, false
 	var werr error
 	err := c.raw.Read(func(fd uintptr) bool {
 		if sent {
-			return true // the answer is readable
+			return true // something arrived: read it
 		}
-		for len(p) > 0 {
-			n, err := syscall.Write(int(fd), p)
+		if c.reused && wrote == 0 && !idle(fd) {
+			stale = true
+			return true
+		}
+		for wrote < len(p) {
+			n, err := syscall.Write(int(fd), p[wrote:])
 			if n > 0 {
-				p = p[n:]
+				wrote += n
 			}
 			if err == syscall.EINTR {
 				continue
@@ -379,22 +456,50 @@ func (c *conn) send(p []byte) error {
 			}
 		}
 		sent = true
-		return false // wait until the answer is readable
+		return false // wait until something is readable
 	})
-	if werr != nil {
-		return werr
+	switch {
+	case stale:
+		return errNotSent{errStale}
+	case werr != nil && wrote == 0:
+		return errNotSent{werr}
+	case werr != nil:
+		return errNoAnswer{werr}
+	case err != nil && wrote == 0:
+		return errNotSent{err}
+	case err != nil:
+		return errNoAnswer{err}
 	}
-	if err != nil {
-		return err
+	if wrote < len(p) { // the socket's buffer was full: write the rest, then read as usual
+		if _, err := c.nc.Write(p[wrote:]); err != nil {
+			return errNoAnswer{err}
+		}
 	}
-	if len(p) > 0 { // the socket's buffer was full: write the rest, then read as usual
-		_, err = c.nc.Write(p)
-	}
-	return err
+	return nil
 }
 
-// maxKeptWriteBuffer bounds the request buffer a connection keeps between requests.
-const maxKeptWriteBuffer = 64 << 10
+// idle reports whether the socket fd has nothing to read and is still open.
+func idle(fd uintptr) bool {
+	var b [1]byte
+	for {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if err == syscall.EINTR {
+			continue
+		}
+		return n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+	}
+}
+
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // release ends a request on c: back to the pool when the answer was read whole and
 // the connection was not interrupted, closed otherwise.
@@ -415,12 +520,16 @@ type body struct {
 	reusable bool
 	mu       sync.Mutex // serialises Close with the end of a Read
 	done     atomic.Bool
-	err      error
+	err      error // once done: what Read returns
 }
+
+var errClosed = errors.New("h1: read on closed response body")
 
 func (b *body) Read(p []byte) (int, error) {
 	if b.done.Load() {
-		return 0, b.readErr()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return 0, b.err
 	}
 	n, err := b.rc.Read(p)
 	if err == nil {
@@ -446,17 +555,6 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *body) readErr() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.err == nil {
-		return errClosed
-	}
-	return b.err
-}
-
-var errClosed = errors.New("h1: read on closed response body")
-
 // Close ends the body. Before its end the connection cannot be reused: it is closed,
 // which also wakes a Read blocked in another goroutine.
 func (b *body) Close() error {
@@ -470,29 +568,6 @@ func (b *body) Close() error {
 	b.stop()
 	b.c.nc.Close()
 	return nil
-}
-
-func closeBody(req *http.Request) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
-}
-
-// rewind returns a copy of req with its body readable again, for a retry.
-func rewind(req *http.Request) (*http.Request, bool) {
-	if req.Body == nil || req.Body == http.NoBody {
-		return req, true
-	}
-	if req.GetBody == nil {
-		return nil, false
-	}
-	b, err := req.GetBody()
-	if err != nil {
-		return nil, false
-	}
-	r2 := *req
-	r2.Body = b
-	return &r2, true
 }
 
 func canonicalAddr(u *url.URL) string {

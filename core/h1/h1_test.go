@@ -292,7 +292,17 @@ func rawServer(t *testing.T, fn func(n int, c net.Conn)) (string, *atomic.Int64)
 	}
 	var count atomic.Int64
 	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open { // a failed test may have left a client connection open
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -301,6 +311,9 @@ func rawServer(t *testing.T, fn func(n int, c net.Conn)) (string, *atomic.Int64)
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
 			n := int(count.Add(1))
 			wg.Add(1)
 			go func() {
@@ -325,50 +338,177 @@ func answer(br *bufio.Reader, c net.Conn, extra string) bool {
 	return true
 }
 
-// A kept-alive connection that the upstream closed while it sat in the pool is not an
-// error for the next request: found dead before use, or failing before any answer,
-// the request goes out again on a new connection.
-func TestStaleConnectionIsRetried(t *testing.T) {
-	for _, wait := range []time.Duration{0, aliveCheckAfter + 100*time.Millisecond} {
-		t.Run(fmt.Sprintf("idle %v", wait), func(t *testing.T) {
-			// Each connection answers one request, keeps quiet about it, and closes.
+// An upstream ends a kept-alive connection while it sits in the pool, in the ways
+// servers do. The next request, even one whose body could not be sent twice, goes
+// out on a new connection: the pooled one is checked before anything is written.
+func TestStaleConnectionIsReplaced(t *testing.T) {
+	cases := []struct {
+		name  string
+		after func(c net.Conn) // what the upstream does once it has answered
+	}{
+		{"closed", func(net.Conn) {}},
+		{"half-closed", func(c net.Conn) {
+			c.(*net.TCPConn).CloseWrite() // FIN, but the socket stays open
+			io.Copy(io.Discard, c)
+		}},
+		{"408 on the idle connection", func(c net.Conn) {
+			io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+			io.Copy(io.Discard, c)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			u, conns := rawServer(t, func(_ int, c net.Conn) {
-				answer(bufio.NewReader(c), c, "")
+				if answer(bufio.NewReader(c), c, "") {
+					tc.after(c)
+				}
 			})
-			tr := newTransport(t, nil)
+			c := &http.Client{Transport: newTransport(t, nil)}
+			post(t, c, u, "first")
+			time.Sleep(50 * time.Millisecond) // what the upstream did reaches us
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, io.NopCloser(strings.NewReader("once")))
+			res, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("request after the upstream ended the pooled connection: %v", err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 || string(b) != "got once" {
+				t.Fatalf("answer %d %q, want 200 \"got once\"", res.StatusCode, b)
+			}
+			if n := conns.Load(); n != 2 {
+				t.Fatalf("%d connections, want 2", n)
+			}
+		})
+	}
+	// The same through Go's server closing idle connections, over TLS too.
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("server idle timeout, tls=%v", tlsOn), func(t *testing.T) {
+			s := httptest.NewUnstartedServer(http.HandlerFunc(echo))
+			s.Config.IdleTimeout = 20 * time.Millisecond
+			var conns atomic.Int64
+			s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+				if st == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			if tlsOn {
+				s.StartTLS()
+			} else {
+				s.Start()
+			}
+			defer s.Close()
+			tr := newTransport(t, &server{Server: s})
 			c := &http.Client{Transport: tr}
 			for i := 0; i < 3; i++ {
-				_, got := post(t, c, u, fmt.Sprint("req", i))
-				if got != fmt.Sprint("got req", i) {
-					t.Fatalf("answer %d: %q", i, got)
+				req, _ := http.NewRequest(http.MethodPost, s.URL, io.NopCloser(strings.NewReader(fmt.Sprint("n", i))))
+				res, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
 				}
-				time.Sleep(wait + 10*time.Millisecond) // the close reaches us
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				time.Sleep(100 * time.Millisecond)
 			}
 			if n := conns.Load(); n != 3 {
 				t.Fatalf("%d connections, want 3", n)
 			}
 		})
 	}
-	// A body that cannot be sent twice rules out the retry: a connection that rested
-	// in the pool is checked before it is used.
-	t.Run("checked before use", func(t *testing.T) {
-		u, _ := rawServer(t, func(_ int, c net.Conn) {
-			answer(bufio.NewReader(c), c, "")
+}
+
+// An upstream that took a request and dropped the connection may have acted on it:
+// a POST is not sent again (it could bill twice), one with an idempotency key is.
+func TestNoResendOfAWrittenRequest(t *testing.T) {
+	for _, key := range []bool{false, true} {
+		t.Run(fmt.Sprintf("idempotency key=%v", key), func(t *testing.T) {
+			var reqs atomic.Int64
+			u, conns := rawServer(t, func(n int, c net.Conn) {
+				br := bufio.NewReader(c)
+				if n == 1 {
+					if !answer(br, c, "") {
+						return
+					}
+					reqs.Add(1)
+					if _, err := http.ReadRequest(br); err == nil {
+						reqs.Add(1)
+						time.Sleep(50 * time.Millisecond) // "working on it", then gone
+					}
+					return
+				}
+				for answer(br, c, "") {
+					reqs.Add(1)
+				}
+			})
+			c := &http.Client{Transport: newTransport(t, nil)}
+			post(t, c, u, "one")
+			req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader("two"))
+			if key {
+				req.Header.Set("Idempotency-Key", "k2")
+			}
+			res, err := c.Do(req)
+			if !key {
+				if err == nil {
+					t.Fatal("a dropped POST came back as a success")
+				}
+				if r, n := reqs.Load(), conns.Load(); r != 2 || n != 1 {
+					t.Fatalf("upstream saw %d requests on %d connections, want 2 on 1 (no resend)", r, n)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("request with an idempotency key: %v", err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if string(b) != "got two" || reqs.Load() != 3 || conns.Load() != 2 {
+				t.Fatalf("answer %q, %d requests on %d connections; want \"got two\", 3 on 2", b, reqs.Load(), conns.Load())
+			}
 		})
-		c := &http.Client{Transport: newTransport(t, nil)}
-		post(t, c, u, "first")
-		time.Sleep(aliveCheckAfter + 100*time.Millisecond)
-		req, _ := http.NewRequest(http.MethodPost, u, io.NopCloser(strings.NewReader("once")))
-		res, err := c.Do(req)
-		if err != nil {
-			t.Fatalf("request on a pool whose connection was closed: %v", err)
+	}
+}
+
+// Once an answer began, even with an informational head only, nothing is resent.
+func TestNoResendAfterAnInformationalAnswer(t *testing.T) {
+	var reqs atomic.Int64
+	u, conns := rawServer(t, func(n int, c net.Conn) {
+		br := bufio.NewReader(c)
+		if !answer(br, c, "") {
+			return
 		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if string(b) != "got once" {
-			t.Fatalf("answer %q", b)
+		reqs.Add(1)
+		if _, err := http.ReadRequest(br); err == nil {
+			reqs.Add(1)
+			io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
 		}
 	})
+	c := &http.Client{Transport: newTransport(t, nil)}
+	post(t, c, u, "one")
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader("two"))
+	req.Header.Set("Idempotency-Key", "k2")
+	if _, err := c.Do(req); err == nil {
+		t.Fatal("an answer cut after 100 Continue was not an error")
+	}
+	if r, n := reqs.Load(), conns.Load(); r != 2 || n != 1 {
+		t.Fatalf("upstream saw %d requests on %d connections, want 2 on 1", r, n)
+	}
+}
+
+func TestResponseHeaderLimit(t *testing.T) {
+	u, _ := rawServer(t, func(_ int, c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("a", 256<<10)+"\r\nContent-Length: 0\r\n\r\n")
+	})
+	tr := newTransport(t, nil)
+	tr.MaxResponseHeaderBytes = 64 << 10
+	_, err := (&http.Client{Transport: tr}).Post(u, "text/plain", strings.NewReader("x"))
+	if !errors.Is(err, errHeadTooLarge) {
+		t.Fatalf("err %v, want the header-too-large error", err)
+	}
 }
 
 // A request is not sent twice when the first connection saw some of an answer.
@@ -446,6 +586,7 @@ func TestTruncatedBody(t *testing.T) {
 // A request larger than the socket takes at once still goes out whole.
 func TestLargeRequest(t *testing.T) {
 	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(100 * time.Millisecond) // the socket fills: the rest is written after a wait
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprint(w, n)
 	}, false)
