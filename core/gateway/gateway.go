@@ -268,22 +268,13 @@ func (g *Gateway) clientFor(base string) (*http.Client, error) {
 	return c, nil
 }
 
+// newTransport is one upstream host's transport: core/h1, with net/http's Transport
+// for requests that go through a proxy from the environment.
 func newTransport() http.RoundTripper {
 	dial := (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	return &h1.Transport{
-		Fallback:            newStdTransport(),
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         dial,
-		TLSHandshakeTimeout: 10 * time.Second,
-		IdleConnTimeout:     90 * time.Second,
-		MaxIdleConnsPerHost: 256,
-	}
-}
-
-func newStdTransport() *http.Transport {
-	return &http.Transport{
+	proxied := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dial,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
@@ -292,6 +283,14 @@ func newStdTransport() *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		// Compressed SSE would be buffered by the decompressor; ask upstreams for identity.
 		DisableCompression: true,
+	}
+	return &h1.Transport{
+		Fallback:            proxied,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dial,
+		TLSHandshakeTimeout: 10 * time.Second,
+		IdleConnTimeout:     90 * time.Second,
+		MaxIdleConnsPerHost: 256,
 	}
 }
 

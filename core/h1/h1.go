@@ -252,7 +252,7 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 	}
 	nc, err := dial(ctx, "tcp", canonicalAddr(u))
 	if err != nil {
-		return nil, errNotSent{err}
+		return nil, err
 	}
 	var raw syscall.RawConn
 	if tc, ok := nc.(*net.TCPConn); ok { // not a wrapper the raw socket would bypass
@@ -280,7 +280,7 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 			if timedOut {
 				err = fmt.Errorf("TLS handshake timeout (%v)", t.TLSHandshakeTimeout)
 			}
-			return nil, errNotSent{err}
+			return nil, err
 		}
 		nc = tc
 	}
@@ -372,7 +372,7 @@ func (c *conn) roundTrip(req *http.Request, wire []byte) (*http.Response, error)
 	if headMax <= 0 {
 		headMax = 1 << 20
 	}
-	c.lr.left = headMax + int64(c.br.Buffered())
+	c.lr.left = headMax
 	var resp *http.Response
 	for n := 0; ; n++ {
 		if n == 0 {

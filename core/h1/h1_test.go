@@ -660,6 +660,14 @@ func TestDialErrors(t *testing.T) {
 	if _, err := c.Post("http://"+addr, "text/plain", strings.NewReader("x")); err == nil {
 		t.Fatal("no error for a refused connection")
 	}
+	// An upstream that takes the connection but never answers the TLS handshake.
+	u, _ := rawServer(t, func(_ int, c net.Conn) { io.Copy(io.Discard, c) })
+	slow := newTransport(t, nil)
+	slow.TLSHandshakeTimeout = 100 * time.Millisecond
+	_, err = (&http.Client{Transport: slow}).Post(strings.Replace(u, "http:", "https:", 1), "text/plain", strings.NewReader("x"))
+	if err == nil || !strings.Contains(err.Error(), "TLS handshake timeout") || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want a TLS handshake timeout that is not the request's deadline", err)
+	}
 	s := newServer(t, echo, true)
 	tr := newTransport(t, nil) // does not trust the test certificate
 	if _, err := (&http.Client{Transport: tr}).Post(s.URL, "text/plain", strings.NewReader("x")); err == nil || !strings.Contains(err.Error(), "certificate") {
