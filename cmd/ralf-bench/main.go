@@ -8,6 +8,7 @@
 //	go run ./cmd/ralf-bench                  # the standard table
 //	go run ./cmd/ralf-bench -duration 30s -concurrency 1,16,64 -rate 1000 -auth
 //	go run ./cmd/ralf-bench -floor           # a bare httputil.ReverseProxy in ralf's place
+//	go run ./cmd/ralf-bench -repeat 5 -concurrency 16,64 -rate 0   # medians and ranges over 5 rounds
 //	go run ./cmd/ralf-bench -soak 10m -rate 1000
 package main
 
@@ -27,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,6 +52,7 @@ type options struct {
 	path        string
 	soak        time.Duration
 	floor       bool
+	repeat      int
 }
 
 func main() {
@@ -64,6 +67,7 @@ func main() {
 	flag.StringVar(&o.bin, "ralf", "", "ralf binary to test (default: go build ./cmd/ralf into a temp dir)")
 	flag.StringVar(&o.path, "path", "/v1/chat/completions", "endpoint: /v1/chat/completions or /chat")
 	flag.DurationVar(&o.soak, "soak", 0, "instead of the table: run a soak at -rate for this long, sampling ralf's RSS and goroutines")
+	flag.IntVar(&o.repeat, "repeat", 1, "rounds of direct-then-gateway per scenario; above 1, a line per scenario gives the median and range of the ratios (the machine's noise shows as the range)")
 	flag.BoolVar(&o.floor, "floor", false, "instead of ralf, measure a bare net/http reverse proxy (httputil.ReverseProxy, no parsing, no failover): the floor that Go's HTTP stack sets")
 	serveFloor := flag.String("serve-floor", "", "internal: run the bare proxy on this address (with -upstream)")
 	upstream := flag.String("upstream", "", "internal: the bare proxy's upstream base URL")
@@ -148,21 +152,44 @@ func run(o options) error {
 		name = "floor"
 	}
 	for _, sc := range scenarios {
-		d := drive(direct, sc, o)
-		cpu0 := g.cpu()
-		v := drive(via, sc, o)
-		cpu := g.cpu() - cpu0
-		d.print("direct  " + sc.String())
-		v.cpuPerReq = time.Duration(0)
-		if v.ok > 0 {
-			v.cpuPerReq = cpu / time.Duration(v.ok+v.errors)
+		var ratio, cpus, ttfb50, ttfb99 []float64
+		for round := 0; round < max(1, o.repeat); round++ {
+			d := drive(direct, sc, o)
+			cpu0 := g.cpu()
+			v := drive(via, sc, o)
+			cpu := g.cpu() - cpu0
+			d.print("direct  " + sc.String())
+			v.cpuPerReq = time.Duration(0)
+			if v.ok > 0 {
+				v.cpuPerReq = cpu / time.Duration(v.ok+v.errors)
+			}
+			v.rss = g.peakRSS()
+			v.print(fmt.Sprintf("%-8s%s", name, sc))
+			fmt.Printf("%-28s %9.1f%% %+8.2fms %+8.2fms %+8.2fms\n\n", "  "+name+" vs direct", 100*v.rps/d.rps,
+				ms(v.ttfb.p(50)-d.ttfb.p(50)), ms(v.ttfb.p(90)-d.ttfb.p(90)), ms(v.ttfb.p(99)-d.ttfb.p(99)))
+			ratio = append(ratio, 100*v.rps/d.rps)
+			cpus = append(cpus, float64(v.cpuPerReq.Microseconds()))
+			ttfb50 = append(ttfb50, ms(v.ttfb.p(50)-d.ttfb.p(50)))
+			ttfb99 = append(ttfb99, ms(v.ttfb.p(99)-d.ttfb.p(99)))
 		}
-		v.rss = g.peakRSS()
-		v.print(fmt.Sprintf("%-8s%s", name, sc))
-		fmt.Printf("%-28s %9.1f%% %+8.2fms %+8.2fms %+8.2fms\n\n", "  "+name+" vs direct", 100*v.rps/d.rps,
-			ms(v.ttfb.p(50)-d.ttfb.p(50)), ms(v.ttfb.p(90)-d.ttfb.p(90)), ms(v.ttfb.p(99)-d.ttfb.p(99)))
+		if o.repeat > 1 {
+			fmt.Printf("  %s, median of %d rounds (range): %s vs direct %s%%, cpu/req %sµs, ttfb p50 %sms, ttfb p99 %sms\n\n",
+				sc, o.repeat, name, spread(ratio, "%.1f"), spread(cpus, "%.0f"), spread(ttfb50, "%+.2f"), spread(ttfb99, "%+.2f"))
+		}
 	}
 	return nil
+}
+
+// spread formats the median of xs and their range: "96.1 (89.2 to 101.3)".
+func spread(xs []float64, format string) string {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	f := func(x float64) string { return fmt.Sprintf(format, x) }
+	return f(med) + " (" + f(s[0]) + " to " + f(s[len(s)-1]) + ")"
 }
 
 const benchKey = "sk_bench_0123456789abcdef0123456789abcdef"
