@@ -165,12 +165,12 @@ func run(o options) error {
 			}
 			v.rss = g.peakRSS()
 			v.print(fmt.Sprintf("%-8s%s", name, sc))
-			fmt.Printf("%-28s %9.1f%% %+8.2fms %+8.2fms %+8.2fms\n\n", "  "+name+" vs direct", 100*v.rps/d.rps,
-				ms(v.ttfb.p(50)-d.ttfb.p(50)), ms(v.ttfb.p(90)-d.ttfb.p(90)), ms(v.ttfb.p(99)-d.ttfb.p(99)))
-			ratio = append(ratio, 100*v.rps/d.rps)
+			r, t50, t90, t99 := 100*v.rps/d.rps, ms(v.ttfb.p(50)-d.ttfb.p(50)), ms(v.ttfb.p(90)-d.ttfb.p(90)), ms(v.ttfb.p(99)-d.ttfb.p(99))
+			fmt.Printf("%-28s %9.1f%% %+8.2fms %+8.2fms %+8.2fms\n\n", "  "+name+" vs direct", r, t50, t90, t99)
+			ratio = append(ratio, r)
 			cpus = append(cpus, float64(v.cpuPerReq.Microseconds()))
-			ttfb50 = append(ttfb50, ms(v.ttfb.p(50)-d.ttfb.p(50)))
-			ttfb99 = append(ttfb99, ms(v.ttfb.p(99)-d.ttfb.p(99)))
+			ttfb50 = append(ttfb50, t50)
+			ttfb99 = append(ttfb99, t99)
 		}
 		if o.repeat > 1 {
 			fmt.Printf("  %s, median of %d rounds (range): %s vs direct %s%%, cpu/req %sµs, ttfb p50 %sms, ttfb p99 %sms\n\n",
