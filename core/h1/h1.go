@@ -15,6 +15,10 @@
 // connection, not an error. A request is sent again on a new connection only when
 // nothing of it was written, or when it is safe to repeat, as net/http does.
 //
+// A request too large for the sockets' buffers is finished from a second goroutine
+// while the answer is read, so an upstream that answers early (413) and closes is
+// heard.
+//
 // It speaks HTTP/1.1 only (over TLS too, by ALPN). Requests it does not handle (a
 // proxy from the environment, another scheme, a protocol upgrade) go to Fallback.
 package h1
@@ -84,6 +88,9 @@ type conn struct {
 	lr     limitReader
 	idleAt time.Time
 	reused bool
+	// writing, when not nil, gets the result of the write of a request's rest that
+	// goes on while its answer is read (see send).
+	writing chan error
 }
 
 // limitReader is the connection under br. While an answer's head is read it allows
@@ -425,6 +432,10 @@ func (c *conn) send(p []byte) error {
 				return errNotSent{errStale}
 			}
 		}
+		if len(p) > maxSyncWrite {
+			c.writeRest(p)
+			return nil
+		}
 		if _, err := c.nc.Write(p); err != nil {
 			return errNoAnswer{err} // some of it may have gone out
 		}
@@ -470,12 +481,55 @@ func (c *conn) send(p []byte) error {
 	case err != nil:
 		return errNoAnswer{err}
 	}
-	if wrote < len(p) { // the socket's buffer was full: write the rest, then read as usual
-		if _, err := c.nc.Write(p[wrote:]); err != nil {
-			return errNoAnswer{err}
-		}
+	if wrote < len(p) { // the socket's buffer was full
+		c.writeRest(p[wrote:])
 	}
 	return nil
+}
+
+// maxSyncWrite is the largest request written on a TLS connection before its answer
+// is read. Larger ones may not fit in the sockets' buffers: see writeRest.
+const maxSyncWrite = 64 << 10
+
+// writeRest writes p from another goroutine while the caller reads the answer, as
+// net/http's transport always does: an upstream may answer before it has read the
+// whole request (a 413 for a body too large) and close, and a caller blocked in the
+// write would see only a broken pipe. The connection is reused only if the write
+// ends well (see release); closing it ends the write.
+//
+// The request's buffer goes back to RoundTrip's pool when RoundTrip returns, which
+// may be before the write ends; a buffer small enough to be pooled is copied.
+func (c *conn) writeRest(p []byte) {
+	if len(p) <= maxPooledWire {
+		p = bytes.Clone(p)
+	}
+	done := make(chan error, 1)
+	c.writing = done
+	go func() {
+		_, err := c.nc.Write(p)
+		done <- err
+	}()
+}
+
+// maxWriteWait is how long the end of an answer waits for the end of the request's
+// write (an upstream that answered early) before the connection is given up.
+const maxWriteWait = 50 * time.Millisecond
+
+// wrote reports whether the request's write, if it went on past the answer's
+// start, ended without error.
+func (c *conn) wrote() bool {
+	if c.writing == nil {
+		return true
+	}
+	t := time.NewTimer(maxWriteWait)
+	defer t.Stop()
+	select {
+	case err := <-c.writing:
+		c.writing = nil
+		return err == nil
+	case <-t.C:
+		return false
+	}
 }
 
 // idle reports whether the socket fd has nothing to read and is still open.
@@ -504,7 +558,7 @@ func hasToken(values []string, token string) bool {
 // release ends a request on c: back to the pool when the answer was read whole and
 // the connection was not interrupted, closed otherwise.
 func (c *conn) release(stop func() bool, reusable bool) {
-	if stop() && reusable && c.br.Buffered() == 0 {
+	if stop() && reusable && c.br.Buffered() == 0 && c.wrote() {
 		c.t.put(c)
 		return
 	}

@@ -585,20 +585,24 @@ func TestTruncatedBody(t *testing.T) {
 
 // A request larger than the socket takes at once still goes out whole.
 func TestLargeRequest(t *testing.T) {
-	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(100 * time.Millisecond) // the socket fills: the rest is written after a wait
-		n, _ := io.Copy(io.Discard, r.Body)
-		fmt.Fprint(w, n)
-	}, false)
-	c := &http.Client{Transport: newTransport(t, s)}
-	body := strings.Repeat("0123456789", 1<<20)
-	for i := 0; i < 2; i++ {
-		if _, got := post(t, c, s.URL, body); got != fmt.Sprint(len(body)) {
-			t.Fatalf("server read %s bytes, want %d", got, len(body))
-		}
-	}
-	if n := s.conns.Load(); n != 1 {
-		t.Fatalf("%d connections, want 1", n)
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(100 * time.Millisecond) // the socket fills: the rest is written after a wait
+				n, _ := io.Copy(io.Discard, r.Body)
+				fmt.Fprint(w, n)
+			}, tlsOn)
+			c := &http.Client{Transport: newTransport(t, s)}
+			body := strings.Repeat("0123456789", 1<<20)
+			for i := 0; i < 2; i++ {
+				if _, got := post(t, c, s.URL, body); got != fmt.Sprint(len(body)) {
+					t.Fatalf("server read %s bytes, want %d", got, len(body))
+				}
+			}
+			if n := s.conns.Load(); n != 1 {
+				t.Fatalf("%d connections, want 1", n)
+			}
+		})
 	}
 }
 
@@ -672,5 +676,64 @@ func TestDialErrors(t *testing.T) {
 	tr := newTransport(t, nil) // does not trust the test certificate
 	if _, err := (&http.Client{Transport: tr}).Post(s.URL, "text/plain", strings.NewReader("x")); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("err %v, want a certificate error", err)
+	}
+}
+
+// An upstream may answer before it has read the whole request (413 for a body too
+// large) and close. The answer reaches the caller, as with net/http's transport, and
+// the connection is not reused.
+func TestAnswerBeforeTheRequestIsWritten(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.ContentLength > 1<<20 {
+					http.Error(w, "request too large", http.StatusRequestEntityTooLarge)
+					return // net/http's server closes the connection, the body unread
+				}
+				echo(w, r)
+			}, tlsOn)
+			c := &http.Client{Transport: newTransport(t, s)}
+			big := strings.Repeat("0123456789", 1<<20) // far more than the sockets' buffers
+			for i := 0; i < 2; i++ {
+				res, got := post(t, c, s.URL, big)
+				if res.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(got, "too large") {
+					t.Fatalf("got %d %q, want the upstream's 413", res.StatusCode, got)
+				}
+				if _, got := post(t, c, s.URL, "small"); !strings.Contains(got, "POST / small") {
+					t.Fatalf("after the 413: got %q", got)
+				}
+			}
+		})
+	}
+}
+
+// An upstream that answers without reading the request's body and keeps the
+// connection open: the connection still carries the unwritten rest, so it is not
+// reused, and the next request goes out on a new one.
+func TestEarlyAnswerOnAKeptConnection(t *testing.T) {
+	done := make(chan struct{})
+	u, conns := rawServer(t, func(n int, c net.Conn) {
+		br := bufio.NewReader(c)
+		if n == 1 {
+			if _, err := http.ReadRequest(br); err != nil { // the head only
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+			<-done
+			return
+		}
+		for answer(br, c, "") {
+		}
+	})
+	t.Cleanup(func() { close(done) }) // before rawServer's cleanup: it waits for fn
+	c := &http.Client{Transport: newTransport(t, nil), Timeout: 10 * time.Second}
+	if _, got := post(t, c, u, strings.Repeat("0123456789", 1<<20)); got != "early" {
+		t.Fatalf("got %q, want early", got)
+	}
+	if _, got := post(t, c, u, "small"); got != "got small" {
+		t.Fatalf("got %q, want got small", got)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
 	}
 }
