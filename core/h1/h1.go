@@ -82,6 +82,7 @@ type conn struct {
 	t      *Transport
 	key    string
 	nc     net.Conn
+	sock   net.Conn        // the connection under TLS; nc itself without
 	raw    syscall.RawConn // the TCP socket under nc; nil when nc is not a *net.TCPConn
 	plain  bool            // raw is nc itself (no TLS above it)
 	br     *bufio.Reader   // reads through lr
@@ -261,6 +262,7 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 	if err != nil {
 		return nil, err
 	}
+	sock := nc
 	var raw syscall.RawConn
 	if tc, ok := nc.(*net.TCPConn); ok { // not a wrapper the raw socket would bypass
 		raw, _ = tc.SyscallConn()
@@ -291,7 +293,7 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 		}
 		nc = tc
 	}
-	c := &conn{t: t, key: key, nc: nc, raw: raw, plain: raw != nil && u.Scheme == "http"}
+	c := &conn{t: t, key: key, nc: nc, sock: sock, raw: raw, plain: raw != nil && u.Scheme == "http"}
 	c.lr = limitReader{nc: nc, left: math.MaxInt64}
 	c.br = bufio.NewReaderSize(&c.lr, readBufferSize)
 	return c, nil
@@ -369,10 +371,21 @@ func (c *conn) roundTrip(req *http.Request, wire []byte) (*http.Response, error)
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(longAgo) })
 	fail := func(err error) (*http.Response, error) {
 		stop()
-		c.nc.Close()
+		c.abort()
 		return nil, err
 	}
-	if err := c.send(wire); err != nil {
+	// A write that failed after part of the request went out may mean the upstream
+	// answered early (a 413 for a body too large) and closed: its answer can still be
+	// in the socket, and is worth more to the caller than a broken pipe.
+	sendErr := c.send(wire)
+	var na errNoAnswer
+	if sendErr != nil && (!errors.As(sendErr, &na) || ctx.Err() != nil) {
+		return fail(sendErr)
+	}
+	failRead := func(err error) (*http.Response, error) {
+		if sendErr != nil {
+			err = sendErr
+		}
 		return fail(err)
 	}
 	headMax := c.t.MaxResponseHeaderBytes
@@ -384,12 +397,12 @@ func (c *conn) roundTrip(req *http.Request, wire []byte) (*http.Response, error)
 	for n := 0; ; n++ {
 		if n == 0 {
 			if _, err := c.br.Peek(1); err != nil {
-				return fail(errNoAnswer{err})
+				return failRead(errNoAnswer{err})
 			}
 		}
 		r, err := http.ReadResponse(c.br, req)
 		if err != nil {
-			return fail(err)
+			return failRead(err)
 		}
 		// Informational answers (100 Continue, 103 Early Hints) precede the real one.
 		if r.StatusCode >= 200 || r.StatusCode == http.StatusSwitchingProtocols {
@@ -401,7 +414,7 @@ func (c *conn) roundTrip(req *http.Request, wire []byte) (*http.Response, error)
 		}
 	}
 	c.lr.left = math.MaxInt64
-	reusable := !resp.Close && !req.Close && resp.ProtoAtLeast(1, 1) &&
+	reusable := sendErr == nil && !resp.Close && !req.Close && resp.ProtoAtLeast(1, 1) &&
 		resp.StatusCode != http.StatusSwitchingProtocols && !hasToken(req.Header["Connection"], "close")
 	if resp.Body == http.NoBody || resp.Body == nil {
 		resp.Body = http.NoBody
@@ -555,6 +568,11 @@ func hasToken(values []string, token string) bool {
 	return false
 }
 
+// abort closes c at once, when it ends in error or before its answer's end. On TLS
+// it closes the socket under it: tls.Conn.Close first writes a close_notify alert,
+// and may wait 5 s for room in a socket the upstream has stopped reading.
+func (c *conn) abort() { c.sock.Close() }
+
 // release ends a request on c: back to the pool when the answer was read whole and
 // the connection was not interrupted, closed otherwise.
 func (c *conn) release(stop func() bool, reusable bool) {
@@ -562,7 +580,7 @@ func (c *conn) release(stop func() bool, reusable bool) {
 		c.t.put(c)
 		return
 	}
-	c.nc.Close()
+	c.abort()
 }
 
 // body is an answer's body. Read to its end, it gives the connection back.
@@ -605,7 +623,7 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 	b.err = err
 	b.stop()
-	b.c.nc.Close()
+	b.c.abort()
 	return n, err
 }
 
@@ -620,7 +638,7 @@ func (b *body) Close() error {
 	b.done.Store(true)
 	b.err = errClosed
 	b.stop()
-	b.c.nc.Close()
+	b.c.abort()
 	return nil
 }
 

@@ -285,6 +285,12 @@ func TestCancellation(t *testing.T) {
 
 // rawServer accepts connections and runs fn on each, counting them.
 func rawServer(t *testing.T, fn func(n int, c net.Conn)) (string, *atomic.Int64) {
+	return rawServerWith(t, nil, 0, fn)
+}
+
+// rawServerWith is rawServer over TLS when cfg is set, with each connection's receive
+// buffer set to rcvbuf bytes when it is not zero.
+func rawServerWith(t *testing.T, cfg *tls.Config, rcvbuf int, fn func(n int, c net.Conn)) (string, *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -311,6 +317,12 @@ func rawServer(t *testing.T, fn func(n int, c net.Conn)) (string, *atomic.Int64)
 			if err != nil {
 				return
 			}
+			if rcvbuf > 0 {
+				c.(*net.TCPConn).SetReadBuffer(rcvbuf)
+			}
+			if cfg != nil {
+				c = tls.Server(c, cfg)
+			}
 			mu.Lock()
 			open = append(open, c)
 			mu.Unlock()
@@ -323,7 +335,11 @@ func rawServer(t *testing.T, fn func(n int, c net.Conn)) (string, *atomic.Int64)
 			}()
 		}
 	}()
-	return "http://" + ln.Addr().String(), &count
+	scheme := "http://"
+	if cfg != nil {
+		scheme = "https://"
+	}
+	return scheme + ln.Addr().String(), &count
 }
 
 // answer reads one request from br and writes a fixed answer.
@@ -735,5 +751,68 @@ func TestEarlyAnswerOnAKeptConnection(t *testing.T) {
 	}
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("%d connections, want 2", n)
+	}
+}
+
+// With small socket buffers even a request written at once does not fit, and the
+// write fails when the upstream answers early and closes; the answer is still read.
+func TestAnswerBeforeTheRequestIsWrittenSmallBuffers(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			var cfg *tls.Config
+			var tr *Transport
+			if tlsOn {
+				s := newServer(t, echo, true) // for its certificate
+				cfg, tr = s.TLS, newTransport(t, s)
+			} else {
+				tr = newTransport(t, nil)
+			}
+			u, _ := rawServerWith(t, cfg, 4096, func(_ int, c net.Conn) {
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil { // the head only
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\nContent-Length: 9\r\n\r\ntoo large")
+				time.Sleep(100 * time.Millisecond) // then close, the body unread: a reset
+			})
+			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err == nil {
+					nc.(*net.TCPConn).SetWriteBuffer(4096)
+				}
+				return nc, err
+			}
+			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			res, got := post(t, c, u, strings.Repeat("x", 60<<10)) // under maxSyncWrite
+			if res.StatusCode != http.StatusRequestEntityTooLarge || got != "too large" {
+				t.Fatalf("got %d %q, want the upstream's 413", res.StatusCode, got)
+			}
+		})
+	}
+}
+
+// A TLS request cancelled while the upstream is not reading it ends at once: the
+// connection is not closed with a close_notify alert that has no room to be written
+// (tls.Conn.Close gives it 5 s). Whether the request's write has ended by then is a
+// race, so the test tries a few times.
+func TestCancelDoesNotWaitForCloseNotify(t *testing.T) {
+	release := make(chan struct{})
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) { <-release }, true) // the body unread
+	// Before the server's Close, which waits for the handler.
+	t.Cleanup(func() { close(release) })
+	c := &http.Client{Transport: newTransport(t, s)}
+	body := strings.Repeat("x", 8<<20) // far more than the sockets' buffers
+	for i := 0; i < 10; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, strings.NewReader(body))
+		start := time.Now()
+		_, err := c.Do(req)
+		d := time.Since(start)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want the deadline", err)
+		}
+		if d > 4*time.Second {
+			t.Fatalf("the cancelled request took %v", d)
+		}
 	}
 }
