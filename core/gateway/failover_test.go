@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -348,5 +350,37 @@ store: memory://
 		if r := e.do("POST", "/v1/chat/completions", `{"model":"`+m+`","messages":[{"role":"user","content":"Hi"}]}`); r.status != 400 || !strings.Contains(r.body, "disabled") {
 			t.Fatalf("%s: %d %s", m, r.status, r.body)
 		}
+	}
+}
+
+// TestUpstreamThatRejectsALargeBodyEarly: an upstream that answers 413 before it has
+// read a large request and closes is heard (502 naming the provider, with its
+// message), not taken for a broken connection and failed over.
+func TestUpstreamThatRejectsALargeBodyEarly(t *testing.T) {
+	var got atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestEntityTooLarge) // the body unread: Go's server then closes
+		io.WriteString(w, `{"error":{"message":"request too large for this model","type":"invalid_request_error"}}`)
+	}))
+	t.Cleanup(up.Close)
+	e := newEnv(t, `
+server: {max_body_bytes: 33554432}
+limits: {max_message_chars: 20000000}
+routing: {max_attempts: 2}
+providers:
+  - {name: bad, dialect: openai, base_url: "`+up.URL+`/v1", model: m}
+  - {name: good, dialect: openai, base_url: "{{MOCK}}/v1", model: mock}
+store: memory://
+`)
+	big := strings.Repeat("a", 16<<20) // far more than the sockets' buffers
+	r := e.chat(`{"messages":[{"role":"user","content":"` + big + `"}]}`)
+	if r.status != 502 || !strings.Contains(r.body, "bad") || !strings.Contains(r.body, "413") ||
+		!strings.Contains(r.body, "request too large for this model") {
+		t.Fatalf("status %d body %.300s", r.status, r.body)
+	}
+	if got.Load() != 1 || e.mock.Requests() != 0 {
+		t.Fatalf("%d requests to bad, %d to good: a request error is not retried", got.Load(), e.mock.Requests())
 	}
 }
