@@ -9,6 +9,7 @@
 //	go run ./cmd/ralf-bench -duration 30s -concurrency 1,16,64 -rate 1000 -auth
 //	go run ./cmd/ralf-bench -floor           # a bare httputil.ReverseProxy in ralf's place
 //	go run ./cmd/ralf-bench -repeat 5 -concurrency 16,64 -rate 0   # medians and ranges over 5 rounds
+//	go run ./cmd/ralf-bench -tls             # the mock serves HTTPS, as real providers do
 //	go run ./cmd/ralf-bench -soak 10m -rate 1000
 package main
 
@@ -16,6 +17,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -53,6 +56,9 @@ type options struct {
 	soak        time.Duration
 	floor       bool
 	repeat      int
+	tls         bool
+	roots       *x509.CertPool // with tls: trusts the mock's certificate
+	certFile    string         // with tls: that certificate, for ralf (SSL_CERT_FILE)
 }
 
 func main() {
@@ -68,6 +74,7 @@ func main() {
 	flag.StringVar(&o.path, "path", "/v1/chat/completions", "endpoint: /v1/chat/completions or /chat")
 	flag.DurationVar(&o.soak, "soak", 0, "instead of the table: run a soak at -rate for this long, sampling ralf's RSS and goroutines")
 	flag.IntVar(&o.repeat, "repeat", 1, "rounds of direct-then-gateway per scenario; above 1, a line per scenario gives the median and range of the ratios (the machine's noise shows as the range)")
+	flag.BoolVar(&o.tls, "tls", false, "the mock upstream serves HTTPS (a self-signed certificate that ralf and the load generator trust), as real providers do")
 	flag.BoolVar(&o.floor, "floor", false, "instead of ralf, measure a bare net/http reverse proxy (httputil.ReverseProxy, no parsing, no failover): the floor that Go's HTTP stack sets")
 	serveFloor := flag.String("serve-floor", "", "internal: run the bare proxy on this address (with -upstream)")
 	upstream := flag.String("upstream", "", "internal: the bare proxy's upstream base URL")
@@ -100,7 +107,26 @@ func run(o options) error {
 		}
 		pinProcess(&set)
 	}
-	mk, err := mock.Start(mock.Options{Chunks: o.chunks})
+	mopts := mock.Options{Chunks: o.chunks}
+	if o.tls {
+		cfg, certPEM, err := mock.SelfSigned()
+		if err != nil {
+			return err
+		}
+		dir, err := os.MkdirTemp("", "ralf-bench-tls")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		o.certFile = filepath.Join(dir, "mock.pem")
+		if err := os.WriteFile(o.certFile, certPEM, 0o644); err != nil {
+			return err
+		}
+		o.roots = x509.NewCertPool()
+		o.roots.AppendCertsFromPEM(certPEM)
+		mopts.TLS = cfg
+	}
+	mk, err := mock.Start(mopts)
 	if err != nil {
 		return err
 	}
@@ -134,8 +160,8 @@ func run(o options) error {
 	direct := target{name: "direct to mock", url: mk.URL() + "/v1/chat/completions", openai: true}
 	via := target{name: "through ralf", url: g.url + o.path, key: key, openai: o.path != "/chat"}
 
-	fmt.Printf("ralf-bench: %d-chunk streams, %s per scenario, GOMAXPROCS=%d, %d CPUs, ralf pinned to core 0: %v, auth+rate limit: %v, endpoint %s\n\n",
-		o.chunks, o.duration, runtime.GOMAXPROCS(0), ncpu, ncpu >= 2, o.auth, o.path)
+	fmt.Printf("ralf-bench: %d-chunk streams, %s per scenario, GOMAXPROCS=%d, %d CPUs, ralf pinned to core 0: %v, auth+rate limit: %v, endpoint %s, upstream %s\n\n",
+		o.chunks, o.duration, runtime.GOMAXPROCS(0), ncpu, ncpu >= 2, o.auth, o.path, mk.URL())
 	if o.soak > 0 {
 		return soak(o, via, g)
 	}
@@ -242,6 +268,9 @@ store: memory://
 	cmd := exec.Command(name, args[1:]...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	if o.certFile != "" {
+		cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+o.certFile) // Go's roots on Linux: the mock's certificate
+	}
 	logf, err := os.Create(filepath.Join(dir, "ralf.log")) // the access log costs what it costs in production
 	if err != nil {
 		return nil, err
@@ -355,13 +384,19 @@ func (r *result) print(name string) {
 	}
 }
 
-func newClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{MaxIdleConns: 2048, MaxIdleConnsPerHost: 2048, IdleConnTimeout: time.Minute, DisableCompression: true}}
+// newClient is the load generator's client. With roots (-tls) it trusts the mock's
+// certificate and speaks HTTP/1.1, as ralf does upstream.
+func newClient(roots *x509.CertPool) *http.Client {
+	tr := &http.Transport{MaxIdleConns: 2048, MaxIdleConnsPerHost: 2048, IdleConnTimeout: time.Minute, DisableCompression: true}
+	if roots != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
+	return &http.Client{Transport: tr}
 }
 
 // drive runs one scenario against one target: warm-up, then the measured period.
 func drive(t target, sc scenario, o options) *result {
-	client := newClient()
+	client := newClient(o.roots)
 	defer client.CloseIdleConnections()
 	body := []byte(`{"model":"auto","stream":true,"messages":[{"role":"user","content":"Benchmark me"}]}`)
 	if !t.openai {

@@ -7,6 +7,7 @@ package mock
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,7 @@ type Options struct {
 	FixtureDir string      // where fixture=NAME files are read from (../shared/fixtures/upstream); "" = none
 	Chunks     int         // content chunks per answer when no chunks= directive says otherwise (0 = 20)
 	Logger     *zap.Logger // nil = no logs
+	TLS        *tls.Config // when set, Listen serves HTTPS with it (certificates included)
 }
 
 // Recorded is a request the mock received, for tests to assert what a gateway sent.

@@ -2,6 +2,7 @@ package mock
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,7 @@ type Server struct {
 	ctx    context.Context // every request's base: cancelled by Close, so waits end
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Serve returned
+	scheme string        // http, or https with Options.TLS
 
 	mu     sync.Mutex
 	active int // handlers running
@@ -39,7 +41,11 @@ func Listen(addr string, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("mock: listen %s: %w", addr, err)
 	}
 	h := New(opts)
-	s := &Server{Handler: h, ln: ln, done: make(chan struct{})}
+	s := &Server{Handler: h, ln: ln, done: make(chan struct{}), scheme: "http"}
+	if opts.TLS != nil {
+		ln = tls.NewListener(ln, opts.TLS)
+		s.scheme = "https"
+	}
 	s.idle = sync.NewCond(&s.mu)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = &http.Server{
@@ -80,8 +86,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.Handler.ServeHTTP(w, r)
 }
 
-// URL is the mock's base URL, http://127.0.0.1:PORT (append /v1 or /v1beta).
-func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+// URL is the mock's base URL, http://127.0.0.1:PORT (https with Options.TLS; append
+// /v1 or /v1beta).
+func (s *Server) URL() string { return s.scheme + "://" + s.ln.Addr().String() }
 
 // Addr is the listening address, host:port.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

@@ -3,7 +3,10 @@ package mock
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -296,5 +299,45 @@ func TestListenServes(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || s.Requests() != 1 {
 		t.Fatalf("status %d requests %d", res.StatusCode, s.Requests())
+	}
+}
+
+// TestTLS: with Options.TLS the mock serves HTTPS (HTTP/1.1) with SelfSigned's
+// certificate, which a client trusts from its PEM and a client without it refuses.
+func TestTLS(t *testing.T) {
+	cfg, certPEM, err := SelfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{TLS: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.HasPrefix(s.URL(), "https://127.0.0.1:") {
+		t.Fatalf("URL %s", s.URL())
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(certPEM) {
+		t.Fatal("the PEM holds no certificate")
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	defer tr.CloseIdleConnections()
+	body := `{"model":"mock","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	res, err := (&http.Client{Transport: tr}).Post(s.URL()+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.TLS == nil || res.Proto != "HTTP/1.1" || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+		t.Fatalf("%d %s tls=%v: %q", res.StatusCode, res.Proto, res.TLS != nil, b)
+	}
+	untrusting := &http.Transport{}
+	defer untrusting.CloseIdleConnections()
+	_, err = (&http.Client{Transport: untrusting}).Get(s.URL() + "/v1/models")
+	var unknown x509.UnknownAuthorityError
+	if !errors.As(err, &unknown) {
+		t.Fatalf("a client that does not trust the certificate: %v", err)
 	}
 }
