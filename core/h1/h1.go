@@ -28,6 +28,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -99,6 +100,7 @@ type conn struct {
 type limitReader struct {
 	nc   net.Conn
 	left int64
+	rr   *recordReader // under nc when it is TLS
 }
 
 var errHeadTooLarge = errors.New("h1: upstream answer's header too large")
@@ -111,9 +113,75 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		p = p[:l.left]
 	}
 	n, err := l.nc.Read(p)
+	// tls.Conn gives one record per Read. Take the records that arrived with it too:
+	// a burst of events, one record each, is then read in one go.
+	for rr := l.rr; err == nil && n > 0 && n < len(p) && rr != nil && rr.whole(); {
+		rr.noWait = true
+		m, rerr := l.nc.Read(p[n:])
+		rr.noWait = false
+		n += m
+		if rerr != nil { // errWouldBlock, or an error the next Read meets again
+			break
+		}
+	}
 	l.left -= int64(n)
 	return n, err
 }
+
+// recordReader is the socket under a TLS connection. It hands tls.Conn one record at
+// a time, so that the records read beyond it stay here, where whole can see them.
+type recordReader struct {
+	net.Conn               // the socket: Write, Close and deadlines go straight to it
+	br       *bufio.Reader // reads the socket
+	left     int           // bytes of the current record not handed over yet
+	noWait   bool          // Read only what is at hand; errWouldBlock at a record's end
+}
+
+// tlsHeader is a TLS record's header: type, version and length (the same in 1.2 and 1.3).
+const tlsHeader = 5
+
+func (r *recordReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		if r.noWait && !r.whole() {
+			return 0, errWouldBlock{}
+		}
+		hdr, err := r.br.Peek(tlsHeader)
+		if err != nil {
+			return 0, err // a part of a header is left for tls.Conn to be told about again
+		}
+		r.left = tlsHeader + recordLen(hdr)
+	}
+	if len(p) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.br.Read(p)
+	r.left -= n
+	return n, err
+}
+
+// whole reports whether a whole record is at hand: tls.Conn can read it without
+// waiting for the network.
+func (r *recordReader) whole() bool {
+	b := r.br.Buffered()
+	if r.left > 0 {
+		return b >= r.left
+	}
+	if b < tlsHeader {
+		return false
+	}
+	hdr, _ := r.br.Peek(tlsHeader)
+	return b >= tlsHeader+recordLen(hdr)
+}
+
+func recordLen(hdr []byte) int { return int(binary.BigEndian.Uint16(hdr[3:5])) }
+
+// errWouldBlock ends a read of what is at hand. It is a temporary net.Error, which
+// tls.Conn does not keep as the connection's error.
+type errWouldBlock struct{}
+
+func (errWouldBlock) Error() string   { return "h1: no whole TLS record at hand" }
+func (errWouldBlock) Timeout() bool   { return true }
+func (errWouldBlock) Temporary() bool { return true }
 
 // errNotSent marks a failure before any byte of the request was written: sending it
 // on another connection is always safe.
@@ -263,6 +331,7 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 		return nil, err
 	}
 	sock := nc
+	var rr *recordReader
 	var raw syscall.RawConn
 	if tc, ok := nc.(*net.TCPConn); ok { // not a wrapper the raw socket would bypass
 		raw, _ = tc.SyscallConn()
@@ -276,7 +345,8 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 			cfg.ServerName = u.Hostname()
 		}
 		cfg.NextProtos = []string{"http/1.1"}
-		tc := tls.Client(nc, cfg)
+		rr = &recordReader{Conn: nc, br: bufio.NewReaderSize(nc, readBufferSize)}
+		tc := tls.Client(rr, cfg)
 		hctx, cancel := ctx, context.CancelFunc(func() {})
 		if t.TLSHandshakeTimeout > 0 {
 			hctx, cancel = context.WithTimeout(ctx, t.TLSHandshakeTimeout)
@@ -294,7 +364,7 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 		nc = tc
 	}
 	c := &conn{t: t, key: key, nc: nc, sock: sock, raw: raw, plain: raw != nil && u.Scheme == "http"}
-	c.lr = limitReader{nc: nc, left: math.MaxInt64}
+	c.lr = limitReader{nc: nc, left: math.MaxInt64, rr: rr}
 	c.br = bufio.NewReaderSize(&c.lr, readBufferSize)
 	return c, nil
 }
@@ -435,7 +505,7 @@ func (c *conn) roundTrip(req *http.Request, wire []byte) (*http.Response, error)
 // finding the socket still empty. What the socket does not take at once is written
 // the usual way.
 func (c *conn) send(p []byte) error {
-	if c.br.Buffered() > 0 {
+	if c.buffered() > 0 {
 		return errNotSent{errStale}
 	}
 	if !c.plain {
@@ -545,6 +615,16 @@ func (c *conn) wrote() bool {
 	}
 }
 
+// buffered is what was read from c and not used: on a connection between two
+// requests, bytes nobody asked for.
+func (c *conn) buffered() int {
+	n := c.br.Buffered()
+	if c.lr.rr != nil {
+		n += c.lr.rr.br.Buffered()
+	}
+	return n
+}
+
 // idle reports whether the socket fd has nothing to read and is still open.
 func idle(fd uintptr) bool {
 	var b [1]byte
@@ -576,7 +656,7 @@ func (c *conn) abort() { c.sock.Close() }
 // release ends a request on c: back to the pool when the answer was read whole and
 // the connection was not interrupted, closed otherwise.
 func (c *conn) release(stop func() bool, reusable bool) {
-	if stop() && reusable && c.br.Buffered() == 0 && c.wrote() {
+	if stop() && reusable && c.buffered() == 0 && c.wrote() {
 		c.t.put(c)
 		return
 	}

@@ -816,3 +816,95 @@ func TestCancelDoesNotWaitForCloseNotify(t *testing.T) {
 		}
 	}
 }
+
+// Over TLS a server writes each flushed event as its own record, and tls.Conn hands
+// over one record per Read. Events that arrived together are still read together: a
+// gateway that flushes once per burst, when nothing more is buffered, would
+// otherwise make one write per event.
+func TestTLSBurstIsReadTogether(t *testing.T) {
+	next := make(chan struct{})
+	big := strings.Repeat("0123456789abcdef", 20<<10) // 320 KiB: records split across reads
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 20; i++ {
+			fmt.Fprintf(w, "data: %02d\n\n", i)
+			w.(http.Flusher).Flush() // a record each
+		}
+		select { // nothing more until the client has read the burst
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, big)
+	}, true)
+	c := &http.Client{Transport: newTransport(t, s)}
+	res, err := c.Post(s.URL, "text/plain", strings.NewReader("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	time.Sleep(200 * time.Millisecond) // the whole burst arrives
+	var burst []byte
+	buf := make([]byte, 16<<10)
+	reads := 0
+	for len(burst) < 20*len("data: 00\n\n") {
+		n, err := res.Body.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		burst = append(burst, buf[:n]...)
+		reads++
+	}
+	if reads > 2 { // the event that came with the head, then the rest
+		t.Fatalf("%d reads for a burst of 20 events that had all arrived", reads)
+	}
+	close(next)
+	rest, err := io.ReadAll(res.Body)
+	if err != nil || string(rest) != big || !strings.HasPrefix(string(burst), "data: 00\n\ndata: 01\n\n") {
+		t.Fatalf("read %d bytes after the burst (%v), want %d; burst %.40q", len(rest), err, len(big), burst)
+	}
+}
+
+// recordReader hands over one TLS record per Read, tells when a whole record is at
+// hand, and, asked for only what is at hand, ends with an error tls.Conn does not
+// keep (a temporary net.Error), so the connection reads on afterwards.
+func TestRecordReader(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	record := func(payload string) []byte {
+		return append([]byte{23, 3, 3, byte(len(payload) >> 8), byte(len(payload))}, payload...)
+	}
+	rr := &recordReader{Conn: a, br: bufio.NewReaderSize(a, 1024)}
+	go b.Write(append(record("first"), record("second!")...)) // one write: they arrive together
+	p := make([]byte, 512)
+	if n, err := rr.Read(p); err != nil || string(p[:n]) != string(record("first")) {
+		t.Fatalf("first Read: %q, %v", p[:n], err)
+	}
+	if !rr.whole() {
+		t.Fatal("the second record arrived with the first: whole must say so")
+	}
+	rr.noWait = true
+	if n, err := rr.Read(p); err != nil || string(p[:n]) != string(record("second!")) {
+		t.Fatalf("second Read: %q, %v", p[:n], err)
+	}
+	_, err := rr.Read(p)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Temporary() || !ne.Timeout() {
+		t.Fatalf("nothing at hand: %v, want a temporary net.Error", err)
+	}
+	rr.noWait = false
+	third := record(strings.Repeat("x", 700))
+	go func() { b.Write(third[:300]); time.Sleep(20 * time.Millisecond); b.Write(third[300:]) }()
+	got := []byte{}
+	for len(got) < len(third) {
+		n, err := rr.Read(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p[:n]...)
+	}
+	if string(got) != string(third) {
+		t.Fatalf("a record split across writes: got %d bytes, want %d", len(got), len(third))
+	}
+}
