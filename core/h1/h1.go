@@ -56,7 +56,8 @@ type Transport struct {
 	// DialContext opens connections (default: a net.Dialer).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLSClientConfig is cloned for each TLS connection; ServerName defaults to the
-	// request's host and NextProtos is set to HTTP/1.1.
+	// request's host, NextProtos is set to HTTP/1.1, and without a ClientSessionCache
+	// the connections share one, so that new ones resume their host's TLS session.
 	TLSClientConfig *tls.Config
 	// TLSHandshakeTimeout bounds a handshake (zero: only the request's context).
 	TLSHandshakeTimeout time.Duration
@@ -67,8 +68,9 @@ type Transport struct {
 	// MaxResponseHeaderBytes bounds an answer's head, 1xx heads included (zero: 1 MiB).
 	MaxResponseHeaderBytes int64
 
-	mu    sync.Mutex
-	pools map[string]*pool
+	mu       sync.Mutex
+	pools    map[string]*pool
+	sessions tls.ClientSessionCache // when TLSClientConfig has none
 }
 
 // pool is one host's idle connections, most recently used last.
@@ -344,6 +346,9 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 		if cfg.ServerName == "" {
 			cfg.ServerName = u.Hostname()
 		}
+		if cfg.ClientSessionCache == nil {
+			cfg.ClientSessionCache = t.sessionCache()
+		}
 		cfg.NextProtos = []string{"http/1.1"}
 		rr = &recordReader{Conn: nc, br: bufio.NewReaderSize(nc, readBufferSize)}
 		tc := tls.Client(rr, cfg)
@@ -367,6 +372,17 @@ func (t *Transport) dial(ctx context.Context, key string, u *url.URL) (*conn, er
 	c.lr = limitReader{nc: nc, left: math.MaxInt64, rr: rr}
 	c.br = bufio.NewReaderSize(&c.lr, readBufferSize)
 	return c, nil
+}
+
+// sessionCache keeps TLS sessions across connections: a new connection to a host
+// seen before resumes its session and skips checking the certificate chain again.
+func (t *Transport) sessionCache() tls.ClientSessionCache {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sessions == nil {
+		t.sessions = tls.NewLRUClientSessionCache(0)
+	}
+	return t.sessions
 }
 
 // put returns a connection to its pool, or closes it when the pool is full.
@@ -505,7 +521,9 @@ func (c *conn) roundTrip(req *http.Request, wire []byte) (*http.Response, error)
 // finding the socket still empty. What the socket does not take at once is written
 // the usual way.
 func (c *conn) send(p []byte) error {
-	if c.buffered() > 0 {
+	// A new TLS connection may hold what the server sent after its handshake (TLS
+	// 1.3 session tickets): tls.Conn reads it with the answer.
+	if c.reused && c.buffered() > 0 {
 		return errNotSent{errStale}
 	}
 	if !c.plain {

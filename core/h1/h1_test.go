@@ -908,3 +908,24 @@ func TestRecordReader(t *testing.T) {
 		t.Fatalf("a record split across writes: got %d bytes, want %d", len(got), len(third))
 	}
 }
+
+// A new TLS connection to a host seen before resumes its session.
+func TestTLSSessionsAreResumed(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.TLS.DidResume)
+	}, true)
+	tr := newTransport(t, s)
+	c := &http.Client{Transport: tr}
+	var got []string
+	for i := 0; i < 3; i++ {
+		_, b := post(t, c, s.URL, "hi")
+		got = append(got, b)
+		tr.CloseIdleConnections() // the next request needs a new connection
+	}
+	if strings.Join(got, ",") != "false,true,true" {
+		t.Fatalf("resumed: %v, want false,true,true", got)
+	}
+	if n := s.conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3", n)
+	}
+}
