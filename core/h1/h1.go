@@ -148,10 +148,14 @@ func (r *recordReader) Read(p []byte) (int, error) {
 			return 0, errWouldBlock{}
 		}
 		hdr, err := r.br.Peek(tlsHeader)
-		if err != nil {
-			return 0, err // a part of a header is left for tls.Conn to be told about again
+		switch {
+		case err == io.EOF && len(hdr) > 0:
+			r.left = len(hdr) // a header cut by the end: tls.Conn reports the truncation
+		case err != nil:
+			return 0, err // a deadline: what part of a header came is kept for the next Read
+		default:
+			r.left = tlsHeader + recordLen(hdr)
 		}
-		r.left = tlsHeader + recordLen(hdr)
 	}
 	if len(p) > r.left {
 		p = p[:r.left]

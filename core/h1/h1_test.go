@@ -929,3 +929,30 @@ func TestTLSSessionsAreResumed(t *testing.T) {
 		t.Fatalf("%d connections, want 3", n)
 	}
 }
+
+// A connection that ends inside a TLS record's header is cut, not ended: a body
+// read to the connection's end fails instead of looking complete.
+func TestTLSCutInsideARecordHeader(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		tc := nc.(*tls.Conn)
+		io.WriteString(tc, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello") // read to the end
+		time.Sleep(50 * time.Millisecond)
+		tc.NetConn().Write([]byte{23, 3, 3}) // 3 of a record header's 5 bytes
+		tc.NetConn().Close()
+	}, true)
+	c := &http.Client{Transport: newTransport(t, s)}
+	res, err := c.Get(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err == nil {
+		t.Fatalf("read %q and a clean end, want an error", b)
+	}
+}
