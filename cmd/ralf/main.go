@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ralf-gateway/ralf/core/config"
+	"github.com/ralf-gateway/ralf/core/gateway"
 	"github.com/ralf-gateway/ralf/core/llm"
 	"github.com/ralf-gateway/ralf/core/store"
 	_ "github.com/ralf-gateway/ralf/plugins/all"
@@ -29,8 +31,8 @@ var version = "dev"
 const usage = `ralf — a config-first LLM gateway
 
 Usage:
-  ralf [serve] [--config gateway.yaml]   run the gateway (env RALF_CONFIG; default gateway.yaml)
-  ralf check [--config gateway.yaml]     validate a config file and list every error
+  ralf [serve] [[--config] gateway.yaml] run the gateway (env RALF_CONFIG; default gateway.yaml)
+  ralf check [[--config] gateway.yaml]   validate a config file and list every error
   ralf demo                              run the gateway with a built-in mock upstream (no provider key needed)
   ralf mock [--listen 127.0.0.1:9100]    run the mock upstream alone (OpenAI under /v1, Gemini under /v1beta)
   ralf keys create NAME | list | revoke ID|KEY   manage client API keys in the configured store
@@ -57,7 +59,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e))
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+	if len(args) > 0 && len(args[0]) > 0 && (args[0][0] != '-' || topLevelFlag(args[0])) {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -71,10 +73,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdMock(ctx, args, stderr)
 	case "keys":
 		return cmdKeys(ctx, args, stdout, stderr)
-	case "version", "--version", "-v":
+	case "version", "--version", "-version", "-v":
 		fmt.Fprintf(stdout, "ralf %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
@@ -82,7 +84,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return exitError(2)
 }
 
-// configFlag parses --config (default $RALF_CONFIG, then gateway.yaml).
+// topLevelFlag reports whether arg asks for the version or the usage: any other
+// flag in first place belongs to serve, the default command.
+func topLevelFlag(arg string) bool {
+	switch arg {
+	case "-v", "-version", "--version", "-h", "-help", "--help":
+		return true
+	}
+	return false
+}
+
+// configFlag parses --config (default $RALF_CONFIG, then gateway.yaml). The file may
+// also be given as the one argument (ralf check deploy/gateway.yaml); anything more
+// is an error, never silently ignored.
 func configFlag(name string, args []string, stderr io.Writer) (string, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet("ralf "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -93,6 +107,20 @@ func configFlag(name string, args []string, stderr io.Writer) (string, *flag.Fla
 	path := fs.String("config", def, "path to gateway.yaml (env RALF_CONFIG)")
 	fs.StringVar(path, "c", def, "shorthand for --config")
 	if err := fs.Parse(args); err != nil {
+		return "", nil, exitError(2)
+	}
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		given := false
+		fs.Visit(func(f *flag.Flag) { given = given || f.Name == "config" || f.Name == "c" })
+		if given {
+			fmt.Fprintf(stderr, "ralf %s: give the config file with --config or as an argument, not both\n", name)
+			return "", nil, exitError(2)
+		}
+		*path = fs.Arg(0)
+	default:
+		fmt.Fprintf(stderr, "ralf %s: unexpected arguments after %s: %s\n", name, fs.Arg(0), strings.Join(fs.Args()[1:], " "))
 		return "", nil, exitError(2)
 	}
 	return *path, fs, nil
@@ -116,6 +144,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg, err := loadConfig(path)
+	if err == nil {
+		err = gateway.Check(cfg)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: invalid\n", path)
 		printErrors(stderr, err)

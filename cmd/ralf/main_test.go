@@ -327,3 +327,65 @@ func TestVersion(t *testing.T) {
 		t.Fatal("unknown command accepted")
 	}
 }
+
+// TestCheckRunsTheDialectsChecks: a file that ralf serve would refuse (a param only
+// the dialect checks) fails ralf check too, with the same message.
+func TestCheckRunsTheDialectsChecks(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("providers:\n  - {name: g, dialect: gemini, base_url: \"http://127.0.0.1:8000/v1beta\", model: m, params: {generationConfig: 5}}\nstore: memory://\n"), 0o644)
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"check", bad}, &out, &errb)
+	if ee, ok := err.(exitError); !ok || ee != 1 {
+		t.Fatalf("err %v, want exit status 1; stdout %q", err, out.String())
+	}
+	if !strings.Contains(errb.String(), "providers[0] (g)") || !strings.Contains(errb.String(), "generationConfig") {
+		t.Fatalf("check output:\n%s", errb.String())
+	}
+	// A disabled provider is not built, as when serving.
+	off := filepath.Join(dir, "off.yaml")
+	os.WriteFile(off, []byte("providers:\n  - {name: ok, base_url: \"http://127.0.0.1:8000/v1\", model: m}\n  - {name: g, enabled: false, dialect: gemini, base_url: \"http://127.0.0.1:8000/v1beta\", model: m, params: {generationConfig: 5}}\nstore: memory://\n"), 0o644)
+	out.Reset()
+	errb.Reset()
+	if err := run(context.Background(), []string{"check", off}, &out, &errb); err != nil {
+		t.Fatalf("disabled provider: %v %s", err, errb.String())
+	}
+}
+
+// TestArguments: the config file may be given as the one argument; more arguments,
+// or both forms at once, are refused rather than ignored; --version and --help work
+// in first place.
+func TestArguments(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("providers:\n  - {name: local, base_url: \"http://127.0.0.1:8000/v1\", model: m}\nstore: memory://\n"), 0o644)
+	for _, c := range []struct {
+		args       []string
+		code       int
+		out, inErr string
+	}{
+		{[]string{"check", good}, 0, good + ": ok", ""},
+		{[]string{"check", filepath.Join(dir, "missing.yaml")}, 1, "", "missing.yaml"},
+		{[]string{"check", good, "extra"}, 2, "", "unexpected arguments after " + good + ": extra"},
+		{[]string{"check", "--config", good, good}, 2, "", "not both"},
+		{[]string{"serve", good, "x"}, 2, "", "unexpected arguments"},
+		{[]string{"mock", "x"}, 2, "", "unexpected arguments: x"},
+		{[]string{"--version"}, 0, "ralf ", ""},
+		{[]string{"-v"}, 0, "ralf ", ""},
+		{[]string{"--help"}, 0, "Usage:", ""},
+		{[]string{"-h"}, 0, "Usage:", ""},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), c.args, &out, &errb)
+		code := 0
+		if ee, ok := err.(exitError); ok {
+			code = int(ee)
+		} else if err != nil {
+			code = -1
+		}
+		if code != c.code || !strings.Contains(out.String(), c.out) || !strings.Contains(errb.String(), c.inErr) {
+			t.Errorf("ralf %q: exit %d (err %v), stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q",
+				c.args, code, err, out.String(), errb.String(), c.code, c.out, c.inErr)
+		}
+	}
+}

@@ -257,6 +257,10 @@ func cmdMock(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ralf mock: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return exitError(2)
+	}
 	log, _, err := newLogger(config.Log{Level: "info", Format: "console"}, stderr)
 	if err != nil {
 		return err

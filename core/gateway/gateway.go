@@ -144,19 +144,9 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 			s.disabled[pc.Name] = true
 			continue
 		}
-		f, ok := llm.Lookup(pc.Dialect)
-		if !ok {
-			errs = append(errs, fmt.Errorf("providers[%d].dialect: unknown dialect %q", i, pc.Dialect))
-			continue
-		}
-		client, err := g.clientFor(pc.BaseURL)
+		p, err := newProvider(i, pc, g.clientFor, g.log)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("providers[%d].base_url: %w", i, err))
-			continue
-		}
-		p, err := f(pc, llm.Deps{Client: client, Logger: g.log.Named("provider").With(zap.String("provider", pc.Name))})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("providers[%d] (%s): %w", i, pc.Name, err))
+			errs = append(errs, err)
 			continue
 		}
 		fp := fingerprint(pc)
@@ -194,6 +184,46 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 		g.logChanges(old.cfg, cfg)
 	}
 	return nil
+}
+
+// newProvider builds enabled provider i of a config with its dialect, which checks
+// the provider's settings and params.
+func newProvider(i int, pc config.Provider, clientFor func(base string) (*http.Client, error), log *zap.Logger) (llm.Provider, error) {
+	f, ok := llm.Lookup(pc.Dialect)
+	if !ok {
+		return nil, fmt.Errorf("providers[%d].dialect: unknown dialect %q", i, pc.Dialect)
+	}
+	client, err := clientFor(pc.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("providers[%d].base_url: %w", i, err)
+	}
+	p, err := f(pc, llm.Deps{Client: client, Logger: log.Named("provider").With(zap.String("provider", pc.Name))})
+	if err != nil {
+		return nil, fmt.Errorf("providers[%d] (%s): %w", i, pc.Name, err)
+	}
+	return p, nil
+}
+
+// Check makes the checks that Apply adds to config.Load, with nothing started: each
+// enabled provider is built by its dialect, which checks its settings and params. A
+// file that passes Check is one that Apply accepts (ralf check uses it).
+func Check(cfg *config.Config) error {
+	var errs []error
+	client := func(base string) (*http.Client, error) {
+		if _, err := hostOf(base); err != nil {
+			return nil, err
+		}
+		return &http.Client{}, nil
+	}
+	for i, pc := range cfg.Providers {
+		if !pc.Enabled {
+			continue
+		}
+		if _, err := newProvider(i, pc, client, zap.NewNop()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ReloadFailed records a failed reload for /health; what serves is untouched.
@@ -255,17 +285,25 @@ func fingerprint(p config.Provider) string {
 // clientFor returns the shared client for an upstream host, creating it once; its
 // connection pool is kept across reloads.
 func (g *Gateway) clientFor(base string) (*http.Client, error) {
-	u, err := url.Parse(base)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("invalid URL")
+	key, err := hostOf(base)
+	if err != nil {
+		return nil, err
 	}
-	key := u.Scheme + "://" + u.Host
 	if c := g.clients[key]; c != nil {
 		return c, nil
 	}
 	c := &http.Client{Transport: newTransport()}
 	g.clients[key] = c
 	return c, nil
+}
+
+// hostOf is the scheme and host of an upstream's base URL: the key of its client.
+func hostOf(base string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("invalid URL")
+	}
+	return u.Scheme + "://" + u.Host, nil
 }
 
 // newTransport is one upstream host's transport: core/h1, with net/http's Transport
