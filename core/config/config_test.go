@@ -213,3 +213,66 @@ func FuzzParse(f *testing.F) {
 		_, _ = Parse([]byte(s), Options{Getenv: envOf()})
 	})
 }
+
+// TestParamsFromTheEnvironmentAreTyped: a param that is one ${VAR} and nothing else is
+// sent as the number or boolean its value reads as; anything else stays a string.
+func TestParamsFromTheEnvironmentAreTyped(t *testing.T) {
+	c, err := parse(t, `
+providers:
+  - name: a
+    base_url: http://x/v1
+    model: m
+    params:
+      temperature: ${TEMP:-0.7}
+      max_tokens: ${MAX}
+      stream_options: {include_usage: "${USAGE}"}
+      user: "id-${ID}"
+      stop: ${STOP}
+      seed: ${SEED}
+      n: ${BIG}
+`, "MAX", "256", "USAGE", "true", "ID", "42", "STOP", "END", "SEED", "NaN", "BIG", "1e3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Providers[0].Params
+	want := map[string]any{"temperature": 0.7, "max_tokens": int64(256), "user": "id-42", "stop": "END", "seed": "NaN", "n": 1000.0}
+	for k, v := range want {
+		if p[k] != v {
+			t.Errorf("params.%s = %#v, want %#v", k, p[k], v)
+		}
+	}
+	if so := p["stream_options"].(map[string]any); so["include_usage"] != true {
+		t.Errorf("stream_options.include_usage = %#v", so["include_usage"])
+	}
+}
+
+// TestParamsWithNumericKeys: YAML reads {50256: -100} with an integer key; JSON
+// wants strings, so the keys become strings instead of failing at the first request.
+func TestParamsWithNumericKeys(t *testing.T) {
+	c, err := parse(t, "providers:\n  - {name: a, base_url: http://x/v1, model: m, params: {logit_bias: {50256: -100, 1: 5}}}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, ok := c.Providers[0].Params["logit_bias"].(map[string]any)
+	if !ok || lb["50256"] != -100 || lb["1"] != 5 {
+		t.Fatalf("logit_bias = %#v", c.Providers[0].Params["logit_bias"])
+	}
+}
+
+// TestDotEnvQuotedWithComment: a quoted value keeps only what is inside its quotes
+// when a comment follows, and a byte order mark does not hide the first variable.
+func TestDotEnvQuotedWithComment(t *testing.T) {
+	got, err := ParseDotEnv([]byte("\ufeffA=1\nB=\"sk-abc\" # prod\nC='x y'   #c\nD=\"a \\\" # b\" # c\nE=\"x\"y\nF='unterminated\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][2]string{{"A", "1"}, {"B", "sk-abc"}, {"C", "x y"}, {"D", `a " # b`}, {"E", `"x"y`}, {"F", "'unterminated"}}
+	if len(got) != len(want) {
+		t.Fatalf("got %q", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("line %d: got %q, want %q", i+1, got[i], want[i])
+		}
+	}
+}

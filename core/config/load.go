@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"sort"
@@ -60,6 +61,7 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	if err := yaml.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("yaml: %s", yamlMessage(err))
 	}
+	raw = stringKeys(raw).(map[string]any)
 	c := Defaults()
 	d := &decoder{getenv: opts.Getenv}
 	d.value("", raw, reflect.ValueOf(c).Elem())
@@ -299,11 +301,40 @@ func splitList(s string) []string {
 	return out
 }
 
+// stringKeys turns the mappings yaml.v3 gives with keys that are not all strings
+// (logit_bias: {50256: -100}) into string-keyed ones, as JSON needs.
+func stringKeys(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = stringKeys(e)
+		}
+	case map[any]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[fmt.Sprint(k)] = stringKeys(e)
+		}
+		return out
+	case []any:
+		for i, e := range x {
+			x[i] = stringKeys(e)
+		}
+	}
+	return v
+}
+
 // expandAny expands env references in every string of a free-form value (params).
+// A value that is one reference and nothing else takes the type its text reads as
+// (a number, true or false), as the same text written in the file would:
+// temperature: ${TEMP:-0.7} sends 0.7, not "0.7".
 func (d *decoder) expandAny(raw any) any {
 	switch x := raw.(type) {
 	case string:
-		return d.expand("", x)
+		s := d.expand("", x)
+		if s != x && strings.HasPrefix(x, "${") && strings.IndexByte(x, '}') == len(x)-1 {
+			return typedScalar(s)
+		}
+		return s
 	case []any:
 		out := make([]any, len(x))
 		for i := range x {
@@ -373,6 +404,25 @@ func envRefs(s string) []string {
 		out = append(out, name)
 		s = s[i+end+1:]
 	}
+}
+
+// typedScalar reads s as an integer, a finite number or a boolean when it is one, and
+// leaves it a string otherwise. Nothing else is parsed: a value can't inject YAML.
+func typedScalar(s string) any {
+	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return i
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) &&
+		strings.Trim(s, "0123456789.eE+-") == "" {
+		return f
+	}
+	switch s {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	return s
 }
 
 // providerKeys disables a provider whose api_key is written but expands to "".

@@ -237,6 +237,7 @@ func LoadDotEnv(path string) error {
 // or double quotes (double quotes understand \n).
 func ParseDotEnv(data []byte) ([][2]string, error) {
 	var out [][2]string
+	data = bytes.TrimPrefix(data, []byte("\ufeff")) // a byte order mark, as some editors write
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	n := 0
 	for sc.Scan() {
@@ -252,17 +253,41 @@ func ParseDotEnv(data []byte) ([][2]string, error) {
 			return nil, fmt.Errorf("line %d: expected KEY=VALUE", n)
 		}
 		v = strings.TrimSpace(v)
-		switch {
-		case len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"':
-			v = strings.NewReplacer(`\n`, "\n", `\"`, `"`, `\\`, `\`).Replace(v[1 : len(v)-1])
-		case len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'':
-			v = v[1 : len(v)-1]
-		default:
-			if i := strings.Index(v, " #"); i >= 0 {
-				v = strings.TrimSpace(v[:i])
-			}
+		if q, ok := quoted(v); ok {
+			v = q
+		} else if i := strings.Index(v, " #"); i >= 0 {
+			v = strings.TrimSpace(v[:i])
 		}
 		out = append(out, [2]string{k, v})
 	}
 	return out, sc.Err()
+}
+
+// quoted reads a value in single or double quotes, followed by nothing or by a
+// comment (KEY="sk-abc" # prod). Double quotes understand \n, \" and \\.
+func quoted(v string) (string, bool) {
+	if len(v) < 2 || (v[0] != '"' && v[0] != '\'') {
+		return "", false
+	}
+	end := -1
+	for i := 1; i < len(v); i++ {
+		if v[0] == '"' && v[i] == '\\' {
+			i++
+			continue
+		}
+		if v[i] == v[0] {
+			end = i
+			break
+		}
+	}
+	if end < 0 {
+		return "", false
+	}
+	if rest := strings.TrimSpace(v[end+1:]); rest != "" && rest[0] != '#' {
+		return "", false
+	}
+	if v[0] == '\'' {
+		return v[1:end], true
+	}
+	return strings.NewReplacer(`\n`, "\n", `\"`, `"`, `\\`, `\`).Replace(v[1:end]), true
 }
