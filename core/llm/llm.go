@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -137,4 +138,18 @@ func itoa(n int) string {
 		b[i] = '-'
 	}
 	return string(b[i:])
+}
+
+// SetHeaders adds a provider's configured headers to h with their names exactly as
+// written (some upstreams read them case-sensitively), each replacing a header of
+// the same name in any case (the Authorization that the dialect set from api_key).
+func SetHeaders(h http.Header, extra map[string]string) {
+	for k, v := range extra {
+		for name := range h {
+			if strings.EqualFold(name, k) {
+				delete(h, name)
+			}
+		}
+		h[k] = []string{v}
+	}
 }

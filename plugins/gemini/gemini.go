@@ -73,9 +73,7 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 	if cfg.APIKey != "" {
 		p.header.Set("x-goog-api-key", cfg.APIKey)
 	}
-	for k, v := range cfg.Headers {
-		p.header.Set(k, v)
-	}
+	llm.SetHeaders(p.header, cfg.Headers)
 	put := func(m map[string]json.RawMessage, k string, v any) error {
 		if s, ok := v.(string); ok && k == "stopSequences" {
 			v = []string{s}

@@ -81,9 +81,7 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 		}
 		h.Set("Content-Type", "application/json")
 		h.Set("Accept", accept)
-		for k, v := range cfg.Headers {
-			h.Set(k, v)
-		}
+		llm.SetHeaders(h, cfg.Headers)
 		return h
 	}
 	client := deps.Client

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -551,5 +552,54 @@ func TestConnectionReused(t *testing.T) {
 				t.Errorf("%d connections for 3 sequential streams, want 1", n)
 			}
 		})
+	}
+}
+
+// TestConfiguredHeaderNamesKeepTheirCase: on the wire, a configured header is sent
+// with its name exactly as written, and one that names a header the dialect sets
+// (authorization) replaces it instead of going out twice.
+func TestConfiguredHeaderNamesKeepTheirCase(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	head := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		var got []byte
+		buf := make([]byte, 4096)
+		for !strings.Contains(string(got), "\r\n\r\n") {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		head <- string(got)
+		body := `{"choices":[{"message":{"content":"ok"},"finish_reason":"stop"}]}`
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "+
+			strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	}()
+	p := newTestProvider(t, "http://"+ln.Addr().String(), func(c *config.Provider) {
+		c.Headers = map[string]string{"x-my-lower": "a", "X-MiXed": "b", "authorization": "Bearer other"}
+	})
+	st, err := p.ChatStream(context.Background(), userReq(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect(t, st)
+	h := <-head
+	for _, line := range []string{"\r\nx-my-lower: a\r\n", "\r\nX-MiXed: b\r\n", "\r\nauthorization: Bearer other\r\n"} {
+		if !strings.Contains(h, line) {
+			t.Errorf("request head lacks %q:\n%s", strings.TrimSpace(line), h)
+		}
+	}
+	if strings.Contains(h, testKey) || strings.Count(strings.ToLower(h), "\r\nauthorization:") != 1 {
+		t.Errorf("the configured authorization must replace the api_key's:\n%s", h)
 	}
 }
