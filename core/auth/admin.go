@@ -32,7 +32,8 @@ func AdminHandler(keys *Keys) http.Handler {
 		}
 		pathID := strings.Trim(rest, "/")
 		if pathID != "" && r.Method != http.MethodDelete {
-			adminError(w, http.StatusNotFound, "Not found: "+r.Method+" "+r.URL.Path)
+			// Not echoed: what follows /admin/keys/ may be a client key sent by mistake.
+			adminError(w, http.StatusNotFound, "Not found: "+r.Method+" /admin/keys/{id} (only DELETE takes an id)")
 			return
 		}
 		switch r.Method {
@@ -44,7 +45,7 @@ func AdminHandler(keys *Keys) http.Handler {
 			adminRevoke(w, r, keys, pathID)
 		default:
 			w.Header().Set("Allow", "GET, POST, DELETE")
-			adminError(w, http.StatusMethodNotAllowed, "Method "+r.Method+" not allowed on "+r.URL.Path)
+			adminError(w, http.StatusMethodNotAllowed, "Method "+r.Method+" not allowed on /admin/keys")
 		}
 	})
 }

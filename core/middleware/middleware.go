@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,6 +99,31 @@ func (w *ResponseWriter) Flush() {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *ResponseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// logPath is a request's path as logged. The admin API takes a key in its path
+// (DELETE /admin/keys/ID): anything there but a key id (key_ and 12 hex digits),
+// such as a client key sent by mistake, is logged as [redacted].
+func logPath(p string) string {
+	const admin = "/admin/keys/"
+	rest, ok := strings.CutPrefix(p, admin)
+	if !ok || rest == "" || isKeyID(strings.TrimSuffix(rest, "/")) {
+		return p
+	}
+	return admin + "[redacted]"
+}
+
+func isKeyID(s string) bool {
+	hexPart, ok := strings.CutPrefix(s, "key_")
+	if !ok || len(hexPart) != 12 {
+		return false
+	}
+	for i := 0; i < len(hexPart); i++ {
+		if c := hexPart[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Recover turns a panic into a 500 JSON error and a log line (the panic value only:
 // no stack trace reaches a client or a log line).
 func Recover(log *zap.Logger) func(http.Handler) http.Handler {
@@ -109,7 +135,7 @@ func Recover(log *zap.Logger) func(http.Handler) http.Handler {
 						panic(v)
 					}
 					log.Error("panic in handler", zap.String("request_id", InfoFrom(r.Context()).RequestID),
-						zap.String("path", r.URL.Path), zap.Any("panic", v))
+						zap.String("path", logPath(r.URL.Path)), zap.Any("panic", v))
 					if rw, ok := w.(*ResponseWriter); !ok || rw.Status == 0 {
 						apierr.Write(w, r, http.StatusInternalServerError, "Internal server error")
 					}
@@ -181,7 +207,7 @@ func AccessLog(log *zap.Logger, rec Recorder) func(http.Handler) http.Handler {
 					fields = append(fields,
 						zap.String("request_id", in.RequestID),
 						zap.String("method", r.Method),
-						zap.String("path", r.URL.Path),
+						zap.String("path", logPath(r.URL.Path)),
 						zap.Int("status", status),
 						zap.Float64("duration_ms", ms(dur)),
 					)

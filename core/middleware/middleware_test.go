@@ -1,6 +1,9 @@
 package middleware
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestErrorMessage(t *testing.T) {
 	tests := []struct {
@@ -21,5 +24,22 @@ func TestErrorMessage(t *testing.T) {
 				t.Fatalf("errorMessage(%s) = %q, want %q", tt.body, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestLogPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/chat":                                     "/chat",
+		"/admin/keys":                               "/admin/keys",
+		"/admin/keys/":                              "/admin/keys/",
+		"/admin/keys/key_0123456789ab":              "/admin/keys/key_0123456789ab",
+		"/admin/keys/key_0123456789ab/":             "/admin/keys/key_0123456789ab/",
+		"/admin/keys/sk_" + strings.Repeat("a", 48): "/admin/keys/[redacted]",
+		"/admin/keys/key_0123456789abX":             "/admin/keys/[redacted]",
+		"/admin/keys/my-master-key":                 "/admin/keys/[redacted]",
+	} {
+		if got := logPath(in); got != want {
+			t.Errorf("logPath(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
