@@ -29,11 +29,11 @@ func TestErrorMessage(t *testing.T) {
 
 func TestLogPath(t *testing.T) {
 	for in, want := range map[string]string{
-		"/chat":                                     "/chat",
-		"/admin/keys":                               "/admin/keys",
-		"/admin/keys/":                              "/admin/keys/",
-		"/admin/keys/key_0123456789ab":              "/admin/keys/key_0123456789ab",
-		"/admin/keys/key_0123456789ab/":             "/admin/keys/key_0123456789ab/",
+		"/chat":                         "/chat",
+		"/admin/keys":                   "/admin/keys",
+		"/admin/keys/":                  "/admin/keys/",
+		"/admin/keys/key_0123456789ab":  "/admin/keys/key_0123456789ab",
+		"/admin/keys/key_0123456789ab/": "/admin/keys/key_0123456789ab/",
 		"/admin/keys/sk_" + strings.Repeat("a", 48): "/admin/keys/[redacted]",
 		"/admin/keys/key_0123456789abX":             "/admin/keys/[redacted]",
 		"/admin/keys/my-master-key":                 "/admin/keys/[redacted]",
