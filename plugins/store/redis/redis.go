@@ -182,6 +182,9 @@ func parseURL(rawURL string) (*goredis.Options, string, error) {
 		opt.MinRetryBackoff = 8 * time.Millisecond
 		opt.MaxRetryBackoff = 100 * time.Millisecond
 	}
+	// A caller's deadline bounds each call (the rate limiter gives the store 250 ms);
+	// without this go-redis waits for its own read timeout, however long that is.
+	opt.ContextTimeoutEnabled = true
 	// Fail a dead address in one quick retry rather than five.
 	opt.DialerRetries = 2
 	opt.DialerRetryTimeout = 50 * time.Millisecond

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -50,5 +51,28 @@ func waitFor(t *testing.T, ch <-chan string, ok func(string) bool) {
 		case <-timeout:
 			t.Fatal("expected invalidation not delivered within 10s")
 		}
+	}
+}
+
+// TestCallerDeadlineBoundsACall: a Redis that stops answering (connection open)
+// fails a call when the caller's deadline passes, not after go-redis's own read
+// timeout: the rate limiter's 250 ms budget is what a request waits.
+func TestCallerDeadlineBoundsACall(t *testing.T) {
+	srv := redistest.StartServer(t, redistest.Options{})
+	s, err := Open("redis://"+srv.Addr+"/0?read_timeout=30s", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.Allow(context.Background(), "b", 10, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause()
+	defer srv.Resume()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = s.Allow(ctx, "b", 10, time.Minute)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Allow on a silent Redis: %v, want the caller's deadline (context.DeadlineExceeded)", err)
 	}
 }
