@@ -3,6 +3,7 @@
 package ring
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,28 +106,40 @@ func (r *Ring) Members() []Member { return r.members }
 // the next member in round-robin (or smooth weighted) order, then the others in ring
 // order, skipping members in cooldown. An empty result means every member is cooling.
 func (r *Ring) Order(dst []int, now time.Time) []int {
-	n := len(r.members)
-	if n == 0 {
-		return dst
-	}
-	var start int
-	if r.weighted {
-		start = r.pickWeighted(now)
-		if start < 0 {
-			return dst
-		}
-	} else {
-		// The counter moves once per request; a cooling member's turn goes to the next one.
-		c := r.counter.Add(1) - 1
-		start = int(c % uint64(n))
-	}
-	for i := 0; i < n; i++ {
-		j := (start + i) % n
+	base := len(dst)
+	for j := range r.members {
 		if r.members[j].Health.Available(now) {
 			dst = append(dst, j)
 		}
 	}
+	avail := dst[base:]
+	if len(avail) == 0 {
+		return dst
+	}
+	first := 0
+	if r.weighted {
+		start := r.pickWeighted(now)
+		if start < 0 {
+			return dst[:base]
+		}
+		for first < len(avail)-1 && avail[first] != start {
+			first++
+		}
+	} else {
+		// The counter moves once per request over the available members, so a cooling
+		// member's share is spread evenly over the others, not given to its neighbour.
+		c := r.counter.Add(1) - 1
+		first = int(c % uint64(len(avail)))
+	}
+	rotate(avail, first)
 	return dst
+}
+
+// rotate moves s[k] to the front, keeping the ring order: s[k:] then s[:k].
+func rotate(s []int, k int) {
+	slices.Reverse(s[:k])
+	slices.Reverse(s[k:])
+	slices.Reverse(s)
 }
 
 // pickWeighted is nginx's smooth weighted round robin over available members.

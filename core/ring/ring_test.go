@@ -189,3 +189,25 @@ func TestConcurrentOrderIsRaceFree(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestCoolingShareIsSpreadEvenly: while one of four members cools, the other three
+// get a third each; the cooling member's turn does not all go to its neighbour.
+func TestCoolingShareIsSpreadEvenly(t *testing.T) {
+	var pos Position
+	r := New(members(1, 1, 1, 1), false, &pos)
+	now := time.Now()
+	r.Members()[1].Health.Failure(now, 1, time.Minute, 0)
+	got := firsts(r, 300, now)
+	for _, n := range []string{"a", "c", "d"} {
+		if got[n] != 100 {
+			t.Fatalf("with b cooling: %v, want 100 each for a, c and d", got)
+		}
+	}
+	// Each order still lists every available member once, in ring order after the first.
+	for i := 0; i < 3; i++ {
+		o := r.Order(nil, now)
+		if len(o) != 3 || (o[1]-o[0]+4)%4 == 0 || !(o[0] < o[1] && o[1] < o[2] || o[1] < o[2] && o[2] < o[0] || o[2] < o[0] && o[0] < o[1]) {
+			t.Fatalf("order %v: want a, c, d once each, in ring order from the first", o)
+		}
+	}
+}
