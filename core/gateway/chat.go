@@ -179,6 +179,7 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, 
 	}
 	var failures []string
 	var res attemptResult
+	allTimedOut := true
 	for i := 0; i < max; i++ {
 		p := &s.providers[order[i]]
 		in.Attempts++
@@ -200,6 +201,7 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, 
 			return
 		}
 		failures = append(failures, res.err.Error())
+		allTimedOut = allTimedOut && res.timeout
 		if !res.retry {
 			break
 		}
@@ -209,15 +211,20 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, 
 		}
 	}
 	in.Outcome = "error"
-	msg := res.err.Error()
+	msg, status := res.err.Error(), res.status
 	if len(failures) > 1 {
 		msg = fmt.Sprintf("all %d attempts failed: %s", len(failures), strings.Join(failures, "; "))
+		// 504 only when every attempt timed out, whatever the order they failed in.
+		status = http.StatusBadGateway
+		if allTimedOut {
+			status = http.StatusGatewayTimeout
+		}
 	}
 	in.Err = msg
 	if ra := s.ring.NextAvailable(time.Now()); !ra.IsZero() && res.retry {
 		w.Header().Set("Retry-After", retryAfter(ra.Sub(time.Now())))
 	}
-	apierr.Write(w, r, res.status, msg)
+	apierr.Write(w, r, status, msg)
 }
 
 func (g *Gateway) unavailable(w http.ResponseWriter, r *http.Request, s *snapshot, in *middleware.Info, pinned int, now time.Time) {
@@ -251,6 +258,7 @@ type receiver struct {
 	in       *middleware.Info
 	timer    *time.Timer
 	idle     time.Duration
+	first    time.Duration // the first-byte budget: the provider's timeout for a non-streaming answer
 	started  bool
 	c        llm.Chunk // one chunk for the whole stream: framers take its address
 	usage    llm.Usage
@@ -329,10 +337,10 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	st, err := p.p.ChatStream(ctx, req)
 	in.UpstreamWait += time.Since(t0)
 	if err != nil {
-		return g.failed(r, s, p, in, err, timedOut.Load(), false)
+		return g.failed(r, s, p, in, err, timedOut.Load(), false, first)
 	}
 	defer st.Close()
-	rv := &receiver{st: st, in: in, timer: timer, idle: rt.IdleTimeout}
+	rv := &receiver{st: st, in: in, timer: timer, idle: rt.IdleTimeout, first: first}
 
 	if fr == nil {
 		res := g.collect(w, r, s, p, req, rv, &timedOut)
@@ -356,6 +364,10 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 				// the upstream's silence, so the idle timer pauses meanwhile.
 				rv.timer.Stop()
 				_ = rc.Flush()
+			}
+			// Bytes came since the last wait, perhaps only keep-alive comments that
+			// Recv skips: the upstream is not silent.
+			if rv.started {
 				rv.timer.Reset(rv.idle)
 			}
 		})
@@ -367,7 +379,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			break
 		}
 		if err != nil {
-			res := g.failed(r, s, p, in, err, timedOut.Load(), rv.started)
+			res := g.failed(r, s, p, in, err, timedOut.Load(), rv.started, rv.first)
 			if !committed {
 				return res
 			}
@@ -470,7 +482,7 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			break
 		}
 		if err != nil {
-			return g.failed(r, s, p, rv.in, err, timedOut.Load(), rv.started)
+			return g.failed(r, s, p, rv.in, err, timedOut.Load(), rv.started, rv.first)
 		}
 		text.Write(c.Text)
 		reasoning.Write(c.Reasoning)
@@ -501,7 +513,7 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 
 // failed classifies an attempt's error, updates the provider's health and metrics,
 // and says whether another provider may be tried.
-func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, in *middleware.Info, err error, timedOut, started bool) attemptResult {
+func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, in *middleware.Info, err error, timedOut, started bool, first time.Duration) attemptResult {
 	name := p.cfg.Name
 	if r.Context().Err() != nil {
 		// The client left: whatever else happened, it is not the provider's fault.
@@ -511,7 +523,14 @@ func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, in *middlewa
 	res := attemptResult{err: err, retry: true, status: http.StatusBadGateway}
 	var ue *llm.UpstreamError
 	var retryAfterD time.Duration
+	// The provider's own timeout ends its request with the context's deadline; for a
+	// non-streaming answer it is also the first-byte budget, whichever fires first.
+	providerTimeout := (timedOut && !started && first != s.cfg.Routing.FirstByteTimeout) ||
+		(!timedOut && errors.Is(err, context.DeadlineExceeded))
 	switch {
+	case providerTimeout:
+		res.timeout, res.status = true, http.StatusGatewayTimeout
+		res.err = fmt.Errorf("%s: no complete answer within the provider's timeout (%s)", name, p.cfg.Timeout)
 	case timedOut && !started:
 		res.timeout, res.status = true, http.StatusGatewayTimeout
 		res.err = fmt.Errorf("%s: no response within first_byte_timeout (%s)", name, s.cfg.Routing.FirstByteTimeout)

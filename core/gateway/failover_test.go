@@ -384,3 +384,103 @@ store: memory://
 		t.Fatalf("%d requests to bad, %d to good: a request error is not retried", got.Load(), e.mock.Requests())
 	}
 }
+
+// TestKeepAliveCommentsKeepAStreamAlive: an upstream that sends SSE comments while it
+// works (OpenRouter's ": OPENROUTER PROCESSING") is not silent: the idle timer
+// restarts with every byte, not only with every chunk of text.
+func TestKeepAliveCommentsKeepAStreamAlive(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}`+"\n\n")
+		fl.Flush()
+		for i := 0; i < 8; i++ { // 8 × 100ms of comments: far past idle_timeout
+			time.Sleep(100 * time.Millisecond)
+			io.WriteString(w, ": OPENROUTER PROCESSING\n\n")
+			fl.Flush()
+		}
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}`+"\n\ndata: [DONE]\n\n")
+	}))
+	t.Cleanup(up.Close)
+	e := newEnv(t, `
+routing: {idle_timeout: 300ms, max_attempts: 1}
+providers:
+  - {name: or, base_url: "`+up.URL+`/v1", model: m}
+store: memory://
+`)
+	r := e.chat(hello)
+	if r.status != 200 || r.body != withSSE([]string{"Hel", "lo"}) {
+		t.Fatalf("status %d body %q: a stream with keep-alive comments was cut", r.status, r.body)
+	}
+}
+
+// TestAllAttemptsFailedStatus: when every attempt fails, the answer is 504 only if
+// they all timed out, and 502 otherwise, whichever order they failed in.
+func TestAllAttemptsFailedStatus(t *testing.T) {
+	cfg := func(a, b string) string {
+		return `
+routing: {max_attempts: 2, failure_threshold: 100, first_byte_timeout: 200ms}
+providers:
+  - {name: a, base_url: "{{MOCK}}/v1", model: "mock+` + a + `"}
+  - {name: b, base_url: "{{MOCK}}/v1", model: "mock+` + b + `"}
+store: memory://
+`
+	}
+	e := newEnv(t, cfg("status=503", "hang"))
+	for i := 0; i < 2; i++ { // the ring starts with a, then with b
+		if r := e.chat(hello); r.status != 502 || !strings.Contains(r.body, "all 2 attempts failed") {
+			t.Fatalf("request %d, a 503 and a timeout: status %d %s, want 502", i+1, r.status, r.body)
+		}
+	}
+	e = newEnv(t, cfg("hang", "hang"))
+	if r := e.chat(hello); r.status != 504 {
+		t.Fatalf("two timeouts: status %d %s, want 504", r.status, r.body)
+	}
+}
+
+// TestNonStreamingTimeoutIsTheProviders: a non-streaming /v1 request to an upstream
+// that never answers ends at the provider's timeout, always as a 504 that says so.
+func TestNonStreamingTimeoutIsTheProviders(t *testing.T) {
+	e := newEnv(t, `
+routing: {max_attempts: 1, failure_threshold: 100, first_byte_timeout: 100ms}
+providers:
+  - {name: slow, base_url: "{{MOCK}}/v1", model: "mock+hang", timeout: 300ms}
+store: memory://
+`)
+	for i := 0; i < 4; i++ {
+		r := e.do(http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"Hi"}]}`)
+		if r.status != 504 || !strings.Contains(r.body, "no complete answer within the provider's timeout (300ms)") {
+			t.Fatalf("request %d: status %d %s, want 504 naming the provider's timeout", i+1, r.status, r.body)
+		}
+	}
+}
+
+// TestRedirectsAreNotFollowed: an upstream that redirects elsewhere does not get the
+// provider's key sent to the new host; the next provider answers.
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	var got atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		w.WriteHeader(500)
+	}))
+	t.Cleanup(elsewhere.Close)
+	redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirecting.Close)
+	e := newEnv(t, `
+routing: {max_attempts: 2, failure_threshold: 100}
+providers:
+  - {name: moved, dialect: gemini, base_url: "`+redirecting.URL+`/v1beta", model: m, api_key: AIza-secret}
+  - {name: good, base_url: "{{MOCK}}/v1", model: mock}
+store: memory://
+`)
+	for i := 0; i < 2; i++ { // the ring starts with each provider once
+		if r := e.chat(hello); r.status != 200 || r.header.Get("X-Provider") != "good" {
+			t.Fatalf("status %d provider %q body %s", r.status, r.header.Get("X-Provider"), r.body)
+		}
+	}
+	if n := got.Load(); n != 0 {
+		t.Fatalf("the redirect was followed %d times: the provider's key went to another host", n)
+	}
+}
