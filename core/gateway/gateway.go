@@ -292,10 +292,15 @@ func (g *Gateway) clientFor(base string) (*http.Client, error) {
 	if c := g.clients[key]; c != nil {
 		return c, nil
 	}
-	c := &http.Client{Transport: newTransport()}
+	c := &http.Client{Transport: newTransport(), CheckRedirect: noRedirects}
 	g.clients[key] = c
 	return c, nil
 }
+
+// noRedirects hands an upstream's redirect back as its answer: following it would
+// send the provider's key (Gemini's x-goog-api-key, a configured header) to wherever
+// the redirect points.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // hostOf is the scheme and host of an upstream's base URL: the key of its client.
 func hostOf(base string) (string, error) {

@@ -109,10 +109,11 @@ func (e *UpstreamError) Error() string {
 }
 
 // Retryable tells whether another provider should be tried after this answer:
-// 408, 409, 429, 5xx, and 401/403 (our key for that provider is bad).
+// 408, 409, 429, 5xx, 401/403 (our key for that provider is bad), and 3xx (the
+// provider redirects, which is never followed: its base_url is wrong).
 func (e *UpstreamError) Retryable() bool {
 	switch s := e.Status; {
-	case s == 0, s == 401, s == 403, s == 408, s == 409, s == 429, s >= 500:
+	case s == 0, s >= 300 && s < 400, s == 401, s == 403, s == 408, s == 409, s == 429, s >= 500:
 		return true
 	}
 	return false
