@@ -363,3 +363,24 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 var _ = io.EOF
+
+// TestMaxTokensKeepsItsName: the token limit goes upstream under the name the client
+// used: OpenAI's reasoning models refuse max_tokens and take only max_completion_tokens.
+func TestMaxTokensKeepsItsName(t *testing.T) {
+	e := newEnv(t, `
+providers:
+  - {name: m, base_url: "{{MOCK}}/v1", model: mock, params: {max_tokens: 100}}
+store: memory://
+`)
+	for _, c := range []struct{ field, want, not string }{
+		{`"max_completion_tokens":50`, `"max_completion_tokens":50`, `"max_tokens"`},
+		{`"max_tokens":7`, `"max_tokens":7`, `"max_completion_tokens"`},
+		{`"max_tokens":7,"max_completion_tokens":50`, `"max_tokens":7`, `"max_completion_tokens"`},
+	} {
+		r := e.do(http.MethodPost, "/v1/chat/completions", `{`+c.field+`,"messages":[{"role":"user","content":"Hi"}]}`)
+		up := string(e.mock.LastRequest().Body)
+		if r.status != 200 || !strings.Contains(up, c.want) || strings.Contains(up, c.not) {
+			t.Errorf("client sent %s: status %d, upstream got %s; want %s and no %s", c.field, r.status, up, c.want, c.not)
+		}
+	}
+}

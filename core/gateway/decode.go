@@ -282,7 +282,8 @@ func decodeOpenAI(body []byte, lim config.Limits) (*openAIRequest, *httpError) {
 	if he != nil {
 		return nil, he
 	}
-	if b.MaxTokens == nil {
+	byNewName := b.MaxTokens == nil && b.MaxCompletionTokens != nil
+	if byNewName {
 		b.MaxTokens = b.MaxCompletionTokens
 	}
 	if he := checkSampling(b.Temperature, b.TopP, b.MaxTokens); he != nil {
@@ -291,7 +292,8 @@ func decodeOpenAI(body []byte, lim config.Limits) (*openAIRequest, *httpError) {
 	if b.N != nil && *b.N != 1 {
 		return nil, badRequest("n must be 1 (one choice per request)")
 	}
-	req := &llm.ChatRequest{Messages: msgs, Stream: b.Stream, Temperature: b.Temperature, TopP: b.TopP, MaxTokens: b.MaxTokens}
+	req := &llm.ChatRequest{Messages: msgs, Stream: b.Stream, Temperature: b.Temperature, TopP: b.TopP, MaxTokens: b.MaxTokens,
+		MaxCompletionTokens: byNewName}
 	if len(b.Stop) > 0 && string(b.Stop) != "null" {
 		var one string
 		if err := json.Unmarshal(b.Stop, &one); err == nil {

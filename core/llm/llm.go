@@ -31,7 +31,11 @@ type ChatRequest struct {
 	Temperature *float64
 	TopP        *float64
 	MaxTokens   *int
-	Stop        []string
+	// MaxCompletionTokens: the client named the limit max_completion_tokens, the
+	// only name OpenAI's reasoning models accept; dialects that can send it by that
+	// name do.
+	MaxCompletionTokens bool
+	Stop                []string
 	// Extra carries other OpenAI request fields verbatim (e.g. seed, presence_penalty);
 	// dialects that cannot express them ignore them.
 	Extra map[string]json.RawMessage

@@ -226,7 +226,14 @@ func (p *Provider) body(req *llm.ChatRequest) ([]byte, error) {
 		err = set("top_p", *req.TopP)
 	}
 	if err == nil && req.MaxTokens != nil {
-		err = set("max_tokens", *req.MaxTokens)
+		// Sent by the name the client used; a default under the other name in params
+		// would contradict it.
+		name, other := "max_tokens", "max_completion_tokens"
+		if req.MaxCompletionTokens {
+			name, other = other, name
+		}
+		delete(rest, other)
+		err = set(name, *req.MaxTokens)
 	}
 	if err == nil && req.Stop != nil {
 		err = set("stop", req.Stop)
