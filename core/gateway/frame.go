@@ -37,7 +37,7 @@ func (chatSSE) delta(buf []byte, c *llm.Chunk) []byte {
 		return buf
 	}
 	for {
-		i := indexByte(t, '\n')
+		i, n := lineBreak(t)
 		buf = append(buf, "data: "...)
 		if i < 0 {
 			buf = append(buf, t...)
@@ -46,9 +46,27 @@ func (chatSSE) delta(buf []byte, c *llm.Chunk) []byte {
 		}
 		buf = append(buf, t[:i]...)
 		buf = append(buf, '\n')
-		t = t[i+1:]
+		t = t[i+n:]
 	}
 	return append(buf, '\n')
+}
+
+// lineBreak finds the first line break in t and its length: "\r\n", "\n", or a lone
+// "\r", which SSE readers also take for a line's end (left inside a data line, it
+// would cut off the rest of the line). -1 when there is none.
+func lineBreak(t []byte) (int, int) {
+	for i, c := range t {
+		switch c {
+		case '\n':
+			return i, 1
+		case '\r':
+			if i+1 < len(t) && t[i+1] == '\n' {
+				return i, 2
+			}
+			return i, 1
+		}
+	}
+	return -1, 0
 }
 func (chatSSE) end(buf []byte, _ string, _ *llm.Usage) []byte { return buf }
 func (chatSSE) fail(buf []byte, status int, msg string) []byte {
@@ -156,15 +174,6 @@ func appendUsage(buf []byte, u *llm.Usage) []byte {
 	buf = append(buf, `,"total_tokens":`...)
 	buf = strconv.AppendInt(buf, int64(v.TotalTokens), 10)
 	return append(buf, '}')
-}
-
-func indexByte(b []byte, c byte) int {
-	for i := range b {
-		if b[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 const hexDigits = "0123456789abcdef"
