@@ -113,8 +113,13 @@ func Open(path string, log *zap.Logger) (*Store, error) {
 			return nil, fmt.Errorf("sqlite store: create directory: %w", err)
 		}
 	}
-	_, statErr := os.Stat(path)
-	isNew := errors.Is(statErr, fs.ErrNotExist)
+	// A new file is created for its owner only before SQLite opens it: SQLite gives
+	// the -wal and -shm files beside it the same mode.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		_ = f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("sqlite store: create file: %w", err)
+	}
 
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
@@ -136,13 +141,16 @@ func Open(path string, log *zap.Logger) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
 	}
-	if isNew {
-		// Only hashes are inside, but the file is still nobody else's business.
-		_ = os.Chmod(path, 0o600)
-	}
 	log.Debug("sqlite store open", zap.String("path", path), zap.Int("schema_version", len(migrations)))
 	st := &Store{db: db, log: log, lim: window.New(), inv: make(chan string, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
-	go st.watchRevocations(revocationPoll)
+	// The count the watcher compares with is taken now: a revoke made by another
+	// process in the first poll interval is a change too.
+	revoked, err := st.revokedCount(ctx)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqlite store %s: %w", path, err)
+	}
+	go st.watchRevocations(revocationPoll, revoked)
 	return st, nil
 }
 
@@ -150,12 +158,11 @@ func Open(path string, log *zap.Logger) (*Store, error) {
 // changes, so a revoke made by another process on this file (`ralf keys revoke`)
 // reaches a running gateway's key cache within about a second. One cheap indexed
 // count per poll; the channel is closed by Close.
-func (s *Store) watchRevocations(every time.Duration) {
+func (s *Store) watchRevocations(every time.Duration, last int) {
 	defer close(s.stopped)
 	defer close(s.inv)
 	t := time.NewTicker(every)
 	defer t.Stop()
-	last := -1
 	for {
 		select {
 		case <-s.stop:
@@ -163,13 +170,12 @@ func (s *Store) watchRevocations(every time.Duration) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), every)
-		var n int
-		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM keys WHERE enabled = 0`).Scan(&n)
+		n, err := s.revokedCount(ctx)
 		cancel()
 		if err != nil {
 			continue
 		}
-		if last >= 0 && n != last {
+		if n != last {
 			select {
 			case s.inv <- "*":
 			default: // one pending "*" already says everything
@@ -177,6 +183,11 @@ func (s *Store) watchRevocations(every time.Duration) {
 		}
 		last = n
 	}
+}
+
+func (s *Store) revokedCount(ctx context.Context) (n int, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM keys WHERE enabled = 0`).Scan(&n)
+	return n, err
 }
 
 // migrate runs the missing migrations, each in its own transaction with its

@@ -88,6 +88,16 @@ func TestOpenRelativeURLCreatesDirectory(t *testing.T) {
 	if fi.Mode().Perm()&0o077 != 0 {
 		t.Errorf("database file mode %v readable by others", fi.Mode().Perm())
 	}
+	// The write-ahead log and shared memory files hold the same rows, from the first run.
+	for _, name := range []string{"ralf.db-wal", "ralf.db-shm"} {
+		fi, err := os.Stat(filepath.Join(dir, "data", "sub", name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s mode %v readable by others", name, fi.Mode().Perm())
+		}
+	}
 	raw, err := os.ReadFile(filepath.Join(dir, "data", "sub", "ralf.db"))
 	if err != nil {
 		t.Fatal(err)
