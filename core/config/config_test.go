@@ -276,3 +276,35 @@ func TestDotEnvQuotedWithComment(t *testing.T) {
 		}
 	}
 }
+
+// TestBadOriginsFromTheEnvironmentAreNotEchoed: an invalid origin that came from a
+// variable is named by the variable, as every other value from the environment.
+func TestBadOriginsFromTheEnvironmentAreNotEchoed(t *testing.T) {
+	for _, c := range []struct {
+		yaml string
+		env  []string
+		name string
+	}{
+		{minimal + "cors: {allowed_origins: \"${MY_ORIGINS}\"}\n", []string{"MY_ORIGINS", "https://ok.example, secret-value"}, "${MY_ORIGINS}"},
+		{minimal + "cors: {allowed_origins: [\"${ONE}\"]}\n", []string{"ONE", "secret-value"}, "${ONE}"},
+		{minimal, []string{"CORS_ORIGINS", "secret-value"}, "${CORS_ORIGINS}"},
+	} {
+		_, err := parse(t, c.yaml, c.env...)
+		if err == nil || strings.Contains(err.Error(), "secret-value") || !strings.Contains(err.Error(), c.name) {
+			t.Errorf("env %v: error %v; want it to name %s and not echo the value", c.env, err, c.name)
+		}
+	}
+	if _, err := parse(t, minimal+"cors: {allowed_origins: [bad]}\n"); err == nil || !strings.Contains(err.Error(), `"bad"`) {
+		t.Errorf("a value written in the file is quoted: %v", err)
+	}
+}
+
+func TestProtectMetricsWithoutMasterKeyWarns(t *testing.T) {
+	c, err := parse(t, minimal+"auth: {protect_metrics: true}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(c.Warnings, "\n"), "/metrics answers 403 to everyone") {
+		t.Fatalf("warnings %q", c.Warnings)
+	}
+}

@@ -253,15 +253,20 @@ func (d *decoder) q(path, s string) string {
 	return strconv.Quote(s)
 }
 
+// setEnvTmpl records that the value at path came from the environment through tmpl.
+func (d *decoder) setEnvTmpl(path, tmpl string) {
+	if d.envTmpl == nil {
+		d.envTmpl = map[string]string{}
+	}
+	d.envTmpl[path] = tmpl
+}
+
 // scalar returns a scalar as an env-expanded string.
 func (d *decoder) scalar(path string, raw any) (string, bool) {
 	switch s := raw.(type) {
 	case string:
 		if strings.Contains(s, "${") && len(envRefs(s)) > 0 {
-			if d.envTmpl == nil {
-				d.envTmpl = map[string]string{}
-			}
-			d.envTmpl[path] = s
+			d.setEnvTmpl(path, s)
 		}
 		return d.expand(path, s), true
 	case bool, int, int64, uint64, float64:
@@ -471,6 +476,7 @@ func (d *decoder) seedEnv(c *Config) {
 	}
 	if v, ok := get("CORS_ORIGINS"); ok {
 		c.CORS.AllowedOrigins = splitList(v)
+		d.setEnvTmpl("cors.allowed_origins", "${CORS_ORIGINS}")
 	}
 	boolEnv := func(k string, dst *bool) {
 		if v, ok := get(k); ok {

@@ -137,8 +137,17 @@ func (c *Config) validate(d *decoder, opts Options) {
 		}
 		u, err := url.Parse(o)
 		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			d.errorf(fmt.Sprintf("cors.allowed_origins[%d]", i), "%q must be \"*\" or an origin like https://app.example.com", o)
+			p := fmt.Sprintf("cors.allowed_origins[%d]", i)
+			if _, item := d.envTmpl[p]; !item {
+				if _, list := d.envTmpl["cors.allowed_origins"]; list {
+					p = "cors.allowed_origins" // one variable gave the whole list
+				}
+			}
+			d.errorf(p, "%s must be \"*\" or an origin like https://app.example.com", d.q(p, o))
 		}
+	}
+	if c.Auth.ProtectMetrics && c.Auth.MasterKey == "" {
+		d.warnings = append(d.warnings, "auth.protect_metrics is on but auth.master_key is empty: /metrics answers 403 to everyone")
 	}
 	if c.Auth.Enabled && c.Auth.MasterKey == "" && len(c.Auth.Keys) == 0 {
 		d.warnings = append(d.warnings, "auth is on but no client key is configured: create managed keys with `ralf keys create NAME` or set auth.keys")
