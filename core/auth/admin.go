@@ -55,7 +55,7 @@ func adminCreate(w http.ResponseWriter, r *http.Request, keys *Keys) {
 		Name string `json:"name"`
 	}
 	if err := decodeBody(w, r, &in, false); err != nil {
-		adminError(w, http.StatusBadRequest, err.Error())
+		adminError(w, decodeStatus(err), err.Error())
 		return
 	}
 	name := strings.TrimSpace(in.Name)
@@ -115,7 +115,7 @@ func adminRevoke(w http.ResponseWriter, r *http.Request, keys *Keys, pathID stri
 			ID  string `json:"id"`
 		}
 		if err := decodeBody(w, r, &in, true); err != nil {
-			adminError(w, http.StatusBadRequest, err.Error())
+			adminError(w, decodeStatus(err), err.Error())
 			return
 		}
 		target = strings.TrimSpace(in.Key)
@@ -141,12 +141,29 @@ func adminRevoke(w http.ResponseWriter, r *http.Request, keys *Keys, pathID stri
 	}
 }
 
+// maxAdminBody bounds an admin request's body: it holds a name or a key.
+const maxAdminBody = 64 << 10
+
+var errBodyTooLarge = errors.New("request body too large (at most 64 KiB)")
+
+// decodeStatus is the status for a decodeBody error: 413 for a body too large.
+func decodeStatus(err error) int {
+	if err == errBodyTooLarge {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
+}
+
 // decodeBody reads a small JSON object; an empty body is fine when allowEmpty.
 // Its errors never quote the body, which may hold a secret.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return errBodyTooLarge
+	}
 	if err != nil {
-		return errors.New("request body too large or unreadable")
+		return errors.New("request body unreadable")
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		if allowEmpty {

@@ -177,3 +177,18 @@ func TestAdminHandler(t *testing.T) {
 		}
 	})
 }
+
+func TestAdminBodyTooLarge(t *testing.T) {
+	keys, _ := newTestKeys(t, newFakeStore(false), KeysOptions{})
+	h := RequireMaster(config.Auth{Enabled: true, MasterKey: testMaster})(AdminHandler(keys))
+	big := `{"name":"` + strings.Repeat("x", 70<<10) + `"}`
+	for _, method := range []string{http.MethodPost, http.MethodDelete} {
+		w := do(h, reqSpec{method: method, path: "/admin/keys", headers: bearer(testMaster), body: big})
+		if w.Code != http.StatusRequestEntityTooLarge || !strings.Contains(w.Body.String(), "too large") {
+			t.Errorf("%s with a 70 KiB body: %d %s, want 413", method, w.Code, w.Body)
+		}
+	}
+	if w := do(h, reqSpec{method: http.MethodPost, path: "/admin/keys", headers: bearer(testMaster), body: `{"name":`}); w.Code != 400 {
+		t.Errorf("bad JSON: %d %s, want 400", w.Code, w.Body)
+	}
+}

@@ -320,7 +320,7 @@ func (w *watcher) apply(data []byte, sum [32]byte, trigger string) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("reload: apply panicked: %v", r)
-			w.log.Error("config reload panicked, previous config keeps serving", zap.Error(err), zap.Stack("stack"))
+			w.log.Error("config reload panicked, previous config keeps serving", zap.Error(err)) // no stack trace in a log line
 		}
 	}()
 	return w.opts.Apply(data, sum, trigger)
