@@ -271,6 +271,10 @@ func (g *Gateway) logChanges(old, cur *config.Config) {
 	if old.Store != cur.Store {
 		g.log.Warn("store changed: restart ralf to use the new store")
 	}
+	if old.Log.Format != cur.Log.Format {
+		g.log.Warn("log.format changed: restart ralf to write logs in the new format",
+			zap.String("writing", old.Log.Format), zap.String("configured", cur.Log.Format))
+	}
 }
 
 // fingerprint identifies a provider's settings; health and counters are kept across a

@@ -22,7 +22,11 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, http.StatusNotFound, "Not found: "+r.Method+" "+r.URL.Path)
 	})
+	allowed := map[string]string{} // path → its methods, for the Allow header of a 405
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := allowed[r.URL.Path]; a != "" {
+			w.Header().Set("Allow", a)
+		}
 		apierr.Write(w, r, http.StatusMethodNotAllowed, "Method "+r.Method+" not allowed on "+r.URL.Path)
 	})
 
@@ -58,6 +62,15 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 			"endpoints": []string{"POST /chat", "POST /v1/chat/completions", "GET /v1/models", "GET /health", "GET /metrics", "/admin/keys"},
 		})
 	}).Methods(http.MethodGet)
+
+	_ = r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		path, err1 := route.GetPathTemplate()
+		methods, err2 := route.GetMethods()
+		if err1 == nil && err2 == nil {
+			allowed[path] = strings.Join(methods, ", ")
+		}
+		return nil
+	})
 
 	// Recover sits inside AccessLog: a panic's 500 is then what the access line and
 	// the metrics record (outside, they saw the 200 of a response never written),

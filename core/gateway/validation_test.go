@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
 )
 
 const limitsYAML = `
@@ -146,4 +148,32 @@ store: memory://
 			}
 		}
 	})
+}
+
+// TestWrongMethodSaysWhichAreAllowed: a 405 carries the Allow header (RFC 9110).
+func TestWrongMethodSaysWhichAreAllowed(t *testing.T) {
+	e := newEnv(t, "providers:\n  - {name: m, base_url: \"{{MOCK}}/v1\", model: mock}\nstore: memory://\n")
+	for path, want := range map[string]string{"/chat": "POST", "/v1/chat/completions": "POST", "/v1/models": "GET", "/health": "GET, HEAD"} {
+		r := e.do(http.MethodPut, path, "")
+		if r.status != 405 || r.header.Get("Allow") != want {
+			t.Errorf("PUT %s: status %d Allow %q, want 405 and %q", path, r.status, r.header.Get("Allow"), want)
+		}
+	}
+}
+
+// TestReloadWarnsAboutWhatNeedsARestart: settings a reload cannot apply are named in
+// a warning, so an operator is not left wondering why nothing changed.
+func TestReloadWarnsAboutWhatNeedsARestart(t *testing.T) {
+	const provider = "providers:\n  - {name: m, base_url: \"{{MOCK}}/v1\", model: mock}\n"
+	e := newEnv(t, provider+"store: memory://\nserver: {listen: \":3000\"}\nlog: {format: json}\n")
+	e.apply(provider + "store: \"sqlite://x.db\"\nserver: {listen: \":4000\"}\nlog: {format: console}\n")
+	var got []string
+	for _, l := range e.logs.FilterLevelExact(zap.WarnLevel).All() {
+		got = append(got, l.Message)
+	}
+	for _, want := range []string{"server.listen changed", "store changed", "log.format changed"} {
+		if !strings.Contains(strings.Join(got, "\n"), want) {
+			t.Errorf("warnings %q lack %q", got, want)
+		}
+	}
 }
