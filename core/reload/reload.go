@@ -207,6 +207,8 @@ type watcher struct {
 	fw     *fsnotify.Watcher // nil in SIGHUP-only mode
 	path   string            // absolute config path as given
 	dir    string            // its directory, always watched
+	lost   bool              // the directory's watch went with it (moved or removed)
+	parent string            // watched while lost, to see the directory come back
 	extra  map[string]bool   // other directories the path resolves through
 	names  map[string]bool   // every path the config path resolves through
 	last   [32]byte          // hash of the content last tried (applied or not)
@@ -219,6 +221,17 @@ type watcher struct {
 // a touch free, and a permission fix may make an unreadable file readable.
 func (w *watcher) relevant(ev fsnotify.Event) bool {
 	name := filepath.Clean(ev.Name)
+	if name == w.dir && w.fw != nil {
+		// The directory itself was moved away or deleted: its watch no longer sees
+		// what is at its path. resync watches the path again once it exists (its
+		// parent's watch tells when it is created).
+		if ev.Has(fsnotify.Remove|fsnotify.Rename) && !w.lost {
+			w.lost = true
+			w.log.Warn("config directory moved or removed; watching for it to come back (SIGHUP also reloads)",
+				zap.String("dir", w.dir))
+		}
+		return true
+	}
 	if w.names[name] || w.extra[name] {
 		return true
 	}
@@ -226,13 +239,29 @@ func (w *watcher) relevant(ev fsnotify.Event) bool {
 }
 
 // resync recomputes the symlink chain of the config path and watches the
-// directories it passes through outside the config directory, so editing the
-// target of a plain symlink is seen. Directories inside the config directory
-// (Kubernetes' timestamped ..2026_… dirs) are not watched: their swap shows up
-// as a "..data" event in the config directory itself.
+// directories it passes through, so editing the target of a symlink is seen.
+// Kubernetes' hidden directories inside the config directory (..data, the
+// timestamped ..2026_…) are not watched: their swap shows up as a "..data" event
+// in the config directory itself. It also watches the config directory again
+// after it was replaced.
 func (w *watcher) resync() {
 	if w.fw == nil {
 		return
+	}
+	if w.lost {
+		_ = w.fw.Remove(w.dir) // a moved directory's watch would still follow it
+		if err := w.fw.Add(w.dir); err == nil {
+			w.lost = false
+			if w.parent != "" {
+				_ = w.fw.Remove(w.parent)
+				w.parent = ""
+			}
+			w.log.Info("config directory is back, watching it again", zap.String("dir", w.dir))
+		} else if p := filepath.Dir(w.dir); w.parent == "" && p != w.dir && !w.extra[p] {
+			if err := w.fw.Add(p); err == nil {
+				w.parent = p
+			}
+		}
 	}
 	base := realDir(w.dir)
 	names := map[string]bool{w.path: true}
@@ -241,7 +270,7 @@ func (w *watcher) resync() {
 		names[hop] = true
 		d := realDir(filepath.Dir(hop))
 		names[filepath.Join(d, filepath.Base(hop))] = true
-		if d != w.dir && !within(base, d) {
+		if d != w.dir && !hiddenWithin(base, d) {
 			want[d] = true
 		}
 	}
@@ -356,6 +385,16 @@ func realDir(dir string) string {
 		return r
 	}
 	return dir
+}
+
+// hiddenWithin reports whether dir is base or below one of its ".."-named entries,
+// as Kubernetes' ..data and ..2026_… directories are.
+func hiddenWithin(base, dir string) bool {
+	if !within(base, dir) {
+		return false
+	}
+	rel, _ := filepath.Rel(base, dir)
+	return rel == "." || strings.HasPrefix(rel, "..")
 }
 
 // within reports whether dir is base or below it. Note that "..2026_x" is a

@@ -469,3 +469,54 @@ func TestMissingFileAtStart(t *testing.T) {
 		t.Fatalf("Apply(%q), want v: 1", a.data)
 	}
 }
+
+// TestSymlinkIntoSubdirectory: gateway.yaml -> conf.d/prod.yaml; editing the target,
+// in place or by a rename, reloads (only Kubernetes' ".." directories are left to
+// their "..data" event).
+func TestSymlinkIntoSubdirectory(t *testing.T) {
+	dir := t.TempDir()
+	mustDo(t, os.Mkdir(filepath.Join(dir, "conf.d"), 0o755))
+	target := filepath.Join(dir, "conf.d", "prod.yaml")
+	write(t, target, "v: 1\n")
+	path := filepath.Join(dir, "gateway.yaml")
+	mustDo(t, os.Symlink("conf.d/prod.yaml", path))
+	h := start(t, path, harnessOpts{initial: "v: 1\n"})
+	write(t, target, "v: 2\n")
+	if a := h.waitApply(); a.data != "v: 2\n" {
+		t.Fatalf("Apply(%q), want v: 2", a.data)
+	}
+	write(t, target+".tmp", "v: 3\n")
+	mustDo(t, os.Rename(target+".tmp", target))
+	if a := h.waitApply(); a.data != "v: 3\n" {
+		t.Fatalf("after a rename: Apply(%q), want v: 3", a.data)
+	}
+}
+
+// TestConfigDirectoryReplaced: the config directory moved away and created again
+// (mv d d.old; mkdir d; cp ...) is watched again: later edits still reload.
+func TestConfigDirectoryReplaced(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "conf")
+	mustDo(t, os.Mkdir(dir, 0o755))
+	path := filepath.Join(dir, "gateway.yaml")
+	write(t, path, "v: 1\n")
+	h := start(t, path, harnessOpts{initial: "v: 1\n"})
+	mustDo(t, os.Rename(dir, dir+".old"))
+	h.waitOutcome(outcomeMissing) // the first attempt finds no file
+	mustDo(t, os.Mkdir(dir, 0o755))
+	write(t, path, "v: 2\n")
+	if a := h.waitApply(); a.data != "v: 2\n" {
+		t.Fatalf("Apply(%q), want v: 2", a.data)
+	}
+	write(t, path, "v: 3\n")
+	if a := h.waitApply(); a.data != "v: 3\n" {
+		t.Fatalf("edit in the new directory: Apply(%q), want v: 3", a.data)
+	}
+	// Removed outright, then made again.
+	mustDo(t, os.RemoveAll(dir))
+	h.waitOutcome(outcomeMissing)
+	mustDo(t, os.Mkdir(dir, 0o755))
+	write(t, path, "v: 4\n")
+	if a := h.waitApply(); a.data != "v: 4\n" {
+		t.Fatalf("after rm -rf and mkdir: Apply(%q), want v: 4", a.data)
+	}
+}
