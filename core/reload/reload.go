@@ -57,7 +57,8 @@ type Options struct {
 	// SIGHUP). A panic in Apply is recovered, logged and treated as a failure.
 	Apply func(data []byte, hash [32]byte, trigger string) error
 	// InitialHash is the sha256 of the content already loaded, so the first
-	// event with the same content is skipped.
+	// event with the same content is skipped. A file that differs from it when
+	// the watch starts (edited during start-up) is applied then.
 	InitialHash [32]byte
 	// Unchanged, when set, runs when a change event left the content as it was
 	// (a touch, a chmod, a save without edits): metrics count these.
@@ -150,6 +151,11 @@ func Run(ctx context.Context, opts Options) error {
 	timer := time.NewTimer(debounce)
 	timer.Stop()
 	defer timer.Stop()
+	// An edit made while the gateway was starting, before the watch began, sent
+	// its event to nobody: compare the file with what was loaded once now.
+	if data, err := os.ReadFile(w.path); err == nil && sha256.Sum256(data) != w.last {
+		timer.Reset(debounce)
+	}
 
 	log.Debug("config watcher started", zap.Duration("debounce", debounce), zap.Bool("sighup", opts.SIGHUP))
 	if opts.Ready != nil {

@@ -520,3 +520,14 @@ func TestConfigDirectoryReplaced(t *testing.T) {
 		t.Fatalf("after rm -rf and mkdir: Apply(%q), want v: 4", a.data)
 	}
 }
+
+// TestEditDuringStartupIsApplied: a file that changed between the gateway's first
+// load and the start of the watch is applied without waiting for another edit.
+func TestEditDuringStartupIsApplied(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	write(t, path, "v: 2\n")
+	h := start(t, path, harnessOpts{initial: "v: 1\n"}) // v: 1 was loaded, v: 2 came before the watch
+	if a := h.waitApply(); a.data != "v: 2\n" {
+		t.Fatalf("Apply(%q), want v: 2", a.data)
+	}
+}
