@@ -148,6 +148,7 @@ func itoa(n int) string {
 // SetHeaders adds a provider's configured headers to h with their names exactly as
 // written (some upstreams read them case-sensitively), each replacing a header of
 // the same name in any case (the Authorization that the dialect set from api_key).
+// The few that net/http handles itself keep their canonical names.
 func SetHeaders(h http.Header, extra map[string]string) {
 	for k, v := range extra {
 		for name := range h {
@@ -155,6 +156,15 @@ func SetHeaders(h http.Header, extra map[string]string) {
 				delete(h, name)
 			}
 		}
+		if c := http.CanonicalHeaderKey(k); goWritesItself[c] {
+			k = c // net/http writes these from their canonical name, or skips them
+		}
 		h[k] = []string{v}
 	}
 }
+
+// goWritesItself are the headers that net/http's Request.Write takes from their
+// canonical names (User-Agent) or writes itself (Host, Content-Length): set under
+// another case they would go out twice.
+var goWritesItself = map[string]bool{"Host": true, "User-Agent": true, "Content-Length": true,
+	"Transfer-Encoding": true, "Trailer": true, "Connection": true}

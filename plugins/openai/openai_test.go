@@ -586,7 +586,7 @@ func TestConfiguredHeaderNamesKeepTheirCase(t *testing.T) {
 			strconv.Itoa(len(body))+"\r\n\r\n"+body)
 	}()
 	p := newTestProvider(t, "http://"+ln.Addr().String(), func(c *config.Provider) {
-		c.Headers = map[string]string{"x-my-lower": "a", "X-MiXed": "b", "authorization": "Bearer other"}
+		c.Headers = map[string]string{"x-my-lower": "a", "X-MiXed": "b", "authorization": "Bearer other", "user-agent": "myapp/1.0"}
 	})
 	st, err := p.ChatStream(context.Background(), userReq(false))
 	if err != nil {
@@ -601,5 +601,9 @@ func TestConfiguredHeaderNamesKeepTheirCase(t *testing.T) {
 	}
 	if strings.Contains(h, testKey) || strings.Count(strings.ToLower(h), "\r\nauthorization:") != 1 {
 		t.Errorf("the configured authorization must replace the api_key's:\n%s", h)
+	}
+	// net/http writes User-Agent itself: set in any case, it goes out once, ours.
+	if strings.Count(strings.ToLower(h), "\r\nuser-agent:") != 1 || !strings.Contains(h, "\r\nUser-Agent: myapp/1.0\r\n") {
+		t.Errorf("user-agent must go out once, as configured:\n%s", h)
 	}
 }
