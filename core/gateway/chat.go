@@ -259,6 +259,8 @@ type receiver struct {
 	timer    *time.Timer
 	idle     time.Duration
 	first    time.Duration // the first-byte budget: the provider's timeout for a non-streaming answer
+	timedOut *atomic.Bool  // set when timer fired
+	deadline time.Time     // when the provider's own timeout ends its request (zero: none)
 	started  bool
 	c        llm.Chunk // one chunk for the whole stream: framers take its address
 	usage    llm.Usage
@@ -280,10 +282,7 @@ func (rv *receiver) next() (*llm.Chunk, error) {
 		return nil, err
 	}
 	rv.timer.Stop()
-	if !rv.started {
-		rv.started = true
-		rv.in.TTFB = time.Since(rv.in.Start)
-	}
+	rv.started = true
 	rv.c = c
 	if c.Usage != nil {
 		rv.usage, rv.hasUsage = *c.Usage, true
@@ -334,26 +333,21 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	defer timer.Stop()
 
 	t0 := time.Now()
+	rv := &receiver{in: in, timer: timer, idle: rt.IdleTimeout, first: first, timedOut: &timedOut}
+	if p.cfg.Timeout > 0 {
+		rv.deadline = t0.Add(p.cfg.Timeout)
+	}
 	st, err := p.p.ChatStream(ctx, req)
 	in.UpstreamWait += time.Since(t0)
 	if err != nil {
-		return g.failed(r, s, p, in, err, timedOut.Load(), false, first)
+		return g.failed(r, s, p, rv, err)
 	}
 	defer st.Close()
-	rv := &receiver{st: st, in: in, timer: timer, idle: rt.IdleTimeout, first: first}
+	rv.st = st
 
-	if fr == nil {
-		res := g.collect(w, r, s, p, req, rv, &timedOut)
-		clean = res.err == nil
-		return res
-	}
-
-	bp := bufPool.Get().(*[]byte)
-	buf := (*bp)[:0]
-	defer func() { *bp = buf[:0]; bufPool.Put(bp) }()
-	rc := http.NewResponseController(w)
 	// With a stream that says when it is about to wait for the network, flush then:
 	// one write per burst of upstream data instead of one per chunk.
+	var rc *http.ResponseController
 	dirty := false
 	wn, coalesce := st.(llm.WaitNotifier)
 	if coalesce {
@@ -372,6 +366,16 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			}
 		})
 	}
+	if fr == nil {
+		res := g.collect(w, r, s, p, req, rv)
+		clean = res.err == nil
+		return res
+	}
+
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() { *bp = buf[:0]; bufPool.Put(bp) }()
+	rc = http.NewResponseController(w)
 	committed := false
 	for {
 		c, err := rv.next()
@@ -379,7 +383,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			break
 		}
 		if err != nil {
-			res := g.failed(r, s, p, in, err, timedOut.Load(), rv.started, rv.first)
+			res := g.failed(r, s, p, rv, err)
 			if !committed {
 				return res
 			}
@@ -404,7 +408,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 				continue
 			}
 			committed = true
-			g.commit(w, fr, p, req)
+			g.commit(w, fr, p, req, in)
 			g.m.StreamStart()
 			defer g.m.StreamEnd()
 			buf = fr.start(buf)
@@ -414,6 +418,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			continue
 		}
 		if _, werr := w.Write(buf); werr != nil {
+			g.m.Attempt(p.cfg.Name, "cancelled")
 			in.Outcome, in.Err = "cancelled", "client closed the connection"
 			return attemptResult{committed: true, err: werr}
 		}
@@ -422,6 +427,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			continue
 		}
 		if ferr := rc.Flush(); ferr != nil {
+			g.m.Attempt(p.cfg.Name, "cancelled")
 			in.Outcome, in.Err = "cancelled", "client closed the connection"
 			return attemptResult{committed: true, err: ferr}
 		}
@@ -429,7 +435,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	usage := g.done(p, rv)
 	buf = buf[:0]
 	if !committed {
-		g.commit(w, fr, p, req)
+		g.commit(w, fr, p, req, in)
 		g.m.StreamStart()
 		defer g.m.StreamEnd()
 		buf = fr.start(buf)
@@ -458,7 +464,9 @@ var (
 	nosniff = []string{"nosniff"}
 )
 
-func (g *Gateway) commit(w http.ResponseWriter, fr framer, p *provider, req *llm.ChatRequest) {
+// commit sends the answer's head: the first byte of the answer, for ttfb.
+func (g *Gateway) commit(w http.ResponseWriter, fr framer, p *provider, req *llm.ChatRequest, in *middleware.Info) {
+	in.TTFB = time.Since(in.Start)
 	// The values are shared slices, never modified: no allocation per response.
 	h := w.Header()
 	h["Content-Type"] = fr.contentType()
@@ -474,7 +482,7 @@ func (g *Gateway) commit(w http.ResponseWriter, fr framer, p *provider, req *llm
 
 // collect reads a whole answer for a non-streaming /v1 request; nothing is sent
 // before it is complete, so any failure can still fail over.
-func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, rv *receiver, timedOut *atomic.Bool) attemptResult {
+func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p *provider, req *llm.ChatRequest, rv *receiver) attemptResult {
 	var text, reasoning strings.Builder
 	for {
 		c, err := rv.next()
@@ -482,7 +490,7 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			break
 		}
 		if err != nil {
-			return g.failed(r, s, p, rv.in, err, timedOut.Load(), rv.started, rv.first)
+			return g.failed(r, s, p, rv, err)
 		}
 		text.Write(c.Text)
 		reasoning.Write(c.Reasoning)
@@ -500,6 +508,7 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		msg["reasoning_content"] = reasoning.String()
 	}
 	w.Header().Set("X-Provider", p.cfg.Name)
+	rv.in.TTFB = time.Since(rv.in.Start) // the whole answer is its first byte
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id":      "chatcmpl-" + rv.in.RequestID,
 		"object":  "chat.completion",
@@ -513,8 +522,8 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 
 // failed classifies an attempt's error, updates the provider's health and metrics,
 // and says whether another provider may be tried.
-func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, in *middleware.Info, err error, timedOut, started bool, first time.Duration) attemptResult {
-	name := p.cfg.Name
+func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, rv *receiver, err error) attemptResult {
+	name, in, timedOut, started := p.cfg.Name, rv.in, rv.timedOut.Load(), rv.started
 	if r.Context().Err() != nil {
 		// The client left: whatever else happened, it is not the provider's fault.
 		g.m.Attempt(name, "cancelled")
@@ -525,8 +534,9 @@ func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, in *middlewa
 	var retryAfterD time.Duration
 	// The provider's own timeout ends its request with the context's deadline; for a
 	// non-streaming answer it is also the first-byte budget, whichever fires first.
-	providerTimeout := (timedOut && !started && first != s.cfg.Routing.FirstByteTimeout) ||
-		(!timedOut && errors.Is(err, context.DeadlineExceeded))
+	// (A dial timeout is a DeadlineExceeded too, long before that deadline.)
+	providerTimeout := (timedOut && !started && rv.first != s.cfg.Routing.FirstByteTimeout) ||
+		(!timedOut && errors.Is(err, context.DeadlineExceeded) && !rv.deadline.IsZero() && !time.Now().Before(rv.deadline))
 	switch {
 	case providerTimeout:
 		res.timeout, res.status = true, http.StatusGatewayTimeout

@@ -412,6 +412,11 @@ store: memory://
 	if r.status != 200 || r.body != withSSE([]string{"Hel", "lo"}) {
 		t.Fatalf("status %d body %q: a stream with keep-alive comments was cut", r.status, r.body)
 	}
+	// The same upstream answering a non-streaming /v1 request with a stream.
+	r = e.do(http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"Hi"}]}`)
+	if r.status != 200 || !strings.Contains(r.body, `"content":"Hello"`) {
+		t.Fatalf("non-streaming: status %d body %s", r.status, r.body)
+	}
 }
 
 // TestAllAttemptsFailedStatus: when every attempt fails, the answer is 504 only if

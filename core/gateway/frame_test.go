@@ -1,11 +1,22 @@
 package gateway
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/ralf-gateway/ralf/core/config"
 	"github.com/ralf-gateway/ralf/core/llm"
+	"github.com/ralf-gateway/ralf/core/middleware"
 	"github.com/ralf-gateway/ralf/core/sse"
+	_ "github.com/ralf-gateway/ralf/plugins/openai"
 )
 
 // TestChatSSELineBreaks: a delta's lines become data lines whatever ends them; a lone
@@ -19,5 +30,35 @@ func TestChatSSELineBreaks(t *testing.T) {
 	ev, err := sse.NewReader(strings.NewReader(got), 0).Next()
 	if err != nil || string(ev.Data) != "a\nb\nc\nd\n" {
 		t.Fatalf("an SSE reader gets %q (%v): text lost", ev.Data, err)
+	}
+}
+
+// TestDialTimeoutIsNotTheProvidersTimeout: a dial that times out reports as a
+// DeadlineExceeded too; only once the provider's own timeout has passed is an error
+// of that kind reported as that timeout.
+func TestDialTimeoutIsNotTheProvidersTimeout(t *testing.T) {
+	cfg, err := config.Parse([]byte("providers:\n  - {name: p, base_url: \"http://127.0.0.1:1/v1\", model: m, timeout: 2m}\nstore: memory://\n"), config.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	s := g.cur.Load()
+	r := httptest.NewRequest(http.MethodPost, "/chat", nil)
+	_, derr := (&net.Dialer{Timeout: time.Nanosecond}).Dial("tcp", "127.0.0.1:1")
+	if !errors.Is(derr, context.DeadlineExceeded) {
+		t.Fatalf("a dial timeout is %v, not a DeadlineExceeded: the case under test is gone", derr)
+	}
+	dial := fmt.Errorf("p: %w", derr)
+	rv := &receiver{in: &middleware.Info{}, timedOut: new(atomic.Bool), first: cfg.Routing.FirstByteTimeout, deadline: time.Now().Add(2 * time.Minute)}
+	if res := g.failed(r, s, &s.providers[0], rv, dial); res.timeout || res.status != http.StatusBadGateway || strings.Contains(res.err.Error(), "provider's timeout") {
+		t.Errorf("dial timeout 10s into a 2m budget: timeout=%v status %d %q, want a 502 connection error", res.timeout, res.status, res.err)
+	}
+	rv.deadline = time.Now().Add(-time.Millisecond)
+	if res := g.failed(r, s, &s.providers[0], rv, dial); !res.timeout || res.status != http.StatusGatewayTimeout || !strings.Contains(res.err.Error(), "provider's timeout (2m0s)") {
+		t.Errorf("after the provider's timeout: timeout=%v status %d %q, want 504 naming it", res.timeout, res.status, res.err)
 	}
 }

@@ -955,3 +955,59 @@ store: memory://
 		t.Errorf("ralf_requests_total{boom,ok} = %v: a panic counted as an answer", v)
 	}
 }
+
+// TestTTFBIsTheFirstTokenSent: on /chat, which never sends reasoning, ttfb_ms is the
+// time to the first answer text, not to the upstream's first (thinking) chunk.
+func TestTTFBIsTheFirstTokenSent(t *testing.T) {
+	e := newEnv(t, `
+providers:
+  - {name: g, dialect: gemini, base_url: "{{MOCK}}/v1beta", model: "mock+fixture=gemini_stream_thinking.sse+slow=50ms"}
+store: memory://
+`)
+	r := e.chat(hello)
+	if r.status != 200 || !strings.HasPrefix(r.body, "data: This is a great question!") {
+		t.Fatalf("status %d body %.80q", r.status, r.body)
+	}
+	f := obsAccessLine(t, e, r.header.Get("X-Request-Id"))
+	// Four thinking events come first, 50ms apart: no answer text before 150ms.
+	if d, _ := f["ttfb_ms"].(float64); d < 150 {
+		t.Fatalf("ttfb_ms = %v: measured at a thinking chunk, not at the first text sent", f["ttfb_ms"])
+	}
+}
+
+// TestAbandonedStreamsCountTheirAttempt: a client that leaves a fast stream is
+// noticed as a failed write, and that attempt is counted (cancelled) like any other.
+func TestAbandonedStreamsCountTheirAttempt(t *testing.T) {
+	e := newEnv(t, `
+routing: {max_attempts: 1, failure_threshold: 100}
+providers:
+  - {name: oai, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	const n = 5
+	for i := 0; i < n; i++ {
+		body := `{"model":"oai/mock+chunks=20000","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+		res, err := http.Post(e.srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bufio.NewReader(res.Body).ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close() // leaves mid-stream
+	}
+	waitFor(t, "every abandoned request recorded", func() bool {
+		return obsMetric(obsScrape(t, e), "ralf_requests_total", "provider", "oai", "outcome", "cancelled") == n
+	})
+	fams := obsScrape(t, e)
+	var attempts float64
+	for _, o := range []string{"ok", "error", "timeout", "cancelled", "rejected"} {
+		if v := obsMetric(fams, "ralf_upstream_attempts_total", "provider", "oai", "outcome", o); v > 0 { // -1: no such series
+			attempts += v
+		}
+	}
+	if attempts != n || obsMetric(fams, "ralf_upstream_attempts_total", "provider", "oai", "outcome", "cancelled") != n {
+		t.Fatalf("%v attempts counted for %d abandoned streams (%v cancelled)", attempts, n,
+			obsMetric(fams, "ralf_upstream_attempts_total", "provider", "oai", "outcome", "cancelled"))
+	}
+}
