@@ -53,14 +53,16 @@ func (chatSSE) delta(buf []byte, c *llm.Chunk) []byte {
 
 // lineBreak finds the first line break in t and its length: "\r\n", "\n", or a lone
 // "\r", which SSE readers also take for a line's end (left inside a data line, it
-// would cut off the rest of the line). -1 when there is none.
+// would cut off the rest of the line). A "\r" that ends t is left in the line: it may
+// be the first half of a "\r\n" split across two deltas, and before the line's "\n"
+// an SSE reader takes it for part of that one line end. -1 when there is none.
 func lineBreak(t []byte) (int, int) {
 	for i, c := range t {
-		switch c {
-		case '\n':
+		switch {
+		case c == '\n':
 			return i, 1
-		case '\r':
-			if i+1 < len(t) && t[i+1] == '\n' {
+		case c == '\r' && i+1 < len(t):
+			if t[i+1] == '\n' {
 				return i, 2
 			}
 			return i, 1

@@ -22,14 +22,38 @@ import (
 // TestChatSSELineBreaks: a delta's lines become data lines whatever ends them; a lone
 // "\r" left inside a data line would end it for an SSE reader and lose the rest.
 func TestChatSSELineBreaks(t *testing.T) {
-	got := string(chatSSE{}.delta(nil, &llm.Chunk{Text: []byte("a\rb\r\nc\nd\r")}))
+	got := string(chatSSE{}.delta(nil, &llm.Chunk{Text: []byte("a\rb\r\nc\nd\n")}))
 	want := "data: a\ndata: b\ndata: c\ndata: d\ndata: \n\n"
 	if got != want {
 		t.Fatalf("framed %q, want %q", got, want)
 	}
-	ev, err := sse.NewReader(strings.NewReader(got), 0).Next()
-	if err != nil || string(ev.Data) != "a\nb\nc\nd\n" {
-		t.Fatalf("an SSE reader gets %q (%v): text lost", ev.Data, err)
+	// What a client reads back from a sequence of deltas: no text lost, and a "\r\n"
+	// split across two deltas is one line break, as when it came whole.
+	for _, c := range []struct {
+		deltas []string
+		want   string
+	}{
+		{[]string{"a\rb\r\nc\nd\n"}, "a\nb\nc\nd\n"},
+		{[]string{"x\r", "\ny"}, "x\ny"},
+		{[]string{"x\r\n", "y"}, "x\ny"},
+		{[]string{"x\r", "y"}, "xy"}, // the lone "\r" is dropped, never the text after it
+	} {
+		var framed []byte
+		for _, d := range c.deltas {
+			framed = chatSSE{}.delta(framed, &llm.Chunk{Text: []byte(d)})
+		}
+		rd := sse.NewReader(strings.NewReader(string(framed)), 0)
+		var text string
+		for {
+			ev, err := rd.Next()
+			if err != nil {
+				break
+			}
+			text += string(ev.Data)
+		}
+		if text != c.want {
+			t.Errorf("deltas %q: a client reads %q, want %q (framed %q)", c.deltas, text, c.want, framed)
+		}
 	}
 }
 
