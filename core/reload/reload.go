@@ -258,13 +258,13 @@ func (w *watcher) resync() {
 		_ = w.fw.Remove(w.dir) // a moved directory's watch would still follow it
 		if err := w.fw.Add(w.dir); err == nil {
 			w.lost = false
-			if w.parent != "" {
+			if w.parent != "" && !w.extra[w.parent] {
 				_ = w.fw.Remove(w.parent)
-				w.parent = ""
 			}
+			w.parent = ""
 			w.log.Info("config directory is back, watching it again", zap.String("dir", w.dir))
-		} else if p := filepath.Dir(w.dir); w.parent == "" && p != w.dir && !w.extra[p] {
-			if err := w.fw.Add(p); err == nil {
+		} else if p := filepath.Dir(w.dir); w.parent == "" && p != w.dir {
+			if w.extra[p] || w.fw.Add(p) == nil { // already watched as a symlink hop, or now
 				w.parent = p
 			}
 		}
@@ -283,8 +283,10 @@ func (w *watcher) resync() {
 	w.names = names
 	for d := range w.extra {
 		if !want[d] {
-			// The kernel may already have dropped it (directory removed).
-			_ = w.fw.Remove(d)
+			if d != w.parent { // still watched for the config directory's return
+				// The kernel may already have dropped it (directory removed).
+				_ = w.fw.Remove(d)
+			}
 			delete(w.extra, d)
 		}
 	}

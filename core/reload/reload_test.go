@@ -531,3 +531,26 @@ func TestEditDuringStartupIsApplied(t *testing.T) {
 		t.Fatalf("Apply(%q), want v: 2", a.data)
 	}
 }
+
+// TestConfigDirectoryReplacedParentHoldsTheTarget: conf/gateway.yaml -> ../shared.yaml,
+// so the parent is already watched for the symlink; conf replaced is still seen.
+func TestConfigDirectoryReplacedParentHoldsTheTarget(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "conf")
+	mustDo(t, os.Mkdir(dir, 0o755))
+	write(t, filepath.Join(root, "shared.yaml"), "v: 1\n")
+	path := filepath.Join(dir, "gateway.yaml")
+	mustDo(t, os.Symlink("../shared.yaml", path))
+	h := start(t, path, harnessOpts{initial: "v: 1\n"})
+	mustDo(t, os.Rename(dir, dir+".old"))
+	h.waitOutcome(outcomeMissing)
+	mustDo(t, os.Mkdir(dir, 0o755))
+	write(t, path, "v: 2\n")
+	if a := h.waitApply(); a.data != "v: 2\n" {
+		t.Fatalf("Apply(%q), want v: 2", a.data)
+	}
+	write(t, path, "v: 3\n")
+	if a := h.waitApply(); a.data != "v: 3\n" {
+		t.Fatalf("edit in the new directory: Apply(%q), want v: 3", a.data)
+	}
+}
