@@ -288,6 +288,7 @@ func TestBadOriginsFromTheEnvironmentAreNotEchoed(t *testing.T) {
 		{minimal + "cors: {allowed_origins: \"${MY_ORIGINS}\"}\n", []string{"MY_ORIGINS", "https://ok.example, secret-value"}, "${MY_ORIGINS}"},
 		{minimal + "cors: {allowed_origins: [\"${ONE}\"]}\n", []string{"ONE", "secret-value"}, "${ONE}"},
 		{minimal, []string{"CORS_ORIGINS", "secret-value"}, "${CORS_ORIGINS}"},
+		{minimal + "cors: {allowed_origins: [\"${ONE}\"]}\n", []string{"ONE", "https://ok.example", "CORS_ORIGINS", "secret-value"}, "${CORS_ORIGINS}"},
 	} {
 		_, err := parse(t, c.yaml, c.env...)
 		if err == nil || strings.Contains(err.Error(), "secret-value") || !strings.Contains(err.Error(), c.name) {

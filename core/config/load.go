@@ -476,6 +476,11 @@ func (d *decoder) seedEnv(c *Config) {
 	}
 	if v, ok := get("CORS_ORIGINS"); ok {
 		c.CORS.AllowedOrigins = splitList(v)
+		for p := range d.envTmpl { // the file's list, and where its items came from, are gone
+			if strings.HasPrefix(p, "cors.allowed_origins[") {
+				delete(d.envTmpl, p)
+			}
+		}
 		d.setEnvTmpl("cors.allowed_origins", "${CORS_ORIGINS}")
 	}
 	boolEnv := func(k string, dst *bool) {
