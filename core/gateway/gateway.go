@@ -53,6 +53,7 @@ type Gateway struct {
 	clients map[string]*http.Client // by upstream scheme://host
 	gen     int64
 	status  atomic.Pointer[configStatus]
+	boot    *config.Config // the first generation's: what listen, store and log format are in use
 }
 
 type configStatus struct {
@@ -182,6 +183,8 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.publishProviderStates(s)
 	if old != nil {
 		g.logChanges(old.cfg, cfg)
+	} else {
+		g.boot = cfg
 	}
 	return nil
 }
@@ -264,16 +267,19 @@ func (g *Gateway) logChanges(old, cur *config.Config) {
 	sort.Strings(removed)
 	g.log.Info("config applied", zap.Int64("generation", g.gen), zap.Strings("added", added),
 		zap.Strings("changed", changed), zap.Strings("removed", removed))
-	if old.Server.Listen != cur.Server.Listen {
+	// Settings only a restart applies: warned about when this reload changes them to
+	// something other than what is in use since start-up.
+	boot := g.boot
+	if old.Server.Listen != cur.Server.Listen && cur.Server.Listen != boot.Server.Listen {
 		g.log.Warn("server.listen changed: restart ralf to listen on the new address",
-			zap.String("listening", old.Server.Listen), zap.String("configured", cur.Server.Listen))
+			zap.String("listening", boot.Server.Listen), zap.String("configured", cur.Server.Listen))
 	}
-	if old.Store != cur.Store {
+	if old.Store != cur.Store && cur.Store != boot.Store {
 		g.log.Warn("store changed: restart ralf to use the new store")
 	}
-	if old.Log.Format != cur.Log.Format {
+	if old.Log.Format != cur.Log.Format && cur.Log.Format != boot.Log.Format {
 		g.log.Warn("log.format changed: restart ralf to write logs in the new format",
-			zap.String("writing", old.Log.Format), zap.String("configured", cur.Log.Format))
+			zap.String("writing", boot.Log.Format), zap.String("configured", cur.Log.Format))
 	}
 }
 

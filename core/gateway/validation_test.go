@@ -176,4 +176,10 @@ func TestReloadWarnsAboutWhatNeedsARestart(t *testing.T) {
 			t.Errorf("warnings %q lack %q", got, want)
 		}
 	}
+	// Changed back to what is in use: nothing to restart for.
+	before := len(e.logs.FilterLevelExact(zap.WarnLevel).All())
+	e.apply(provider + "store: memory://\nserver: {listen: \":3000\"}\nlog: {format: json}\n")
+	if after := e.logs.FilterLevelExact(zap.WarnLevel).All(); len(after) != before {
+		t.Errorf("back to the settings in use, still warned: %v", after[before:])
+	}
 }
