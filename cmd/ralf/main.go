@@ -31,7 +31,8 @@ var version = "dev"
 const usage = `ralf — a config-first LLM gateway
 
 Usage:
-  ralf [serve] [[--config] gateway.yaml] run the gateway (env RALF_CONFIG; default gateway.yaml)
+  ralf [serve] [--config gateway.yaml]   run the gateway (env RALF_CONFIG; default gateway.yaml)
+  ralf serve gateway.yaml                the same, with the file as the argument
   ralf check [[--config] gateway.yaml]   validate a config file and list every error
   ralf demo                              run the gateway with a built-in mock upstream (no provider key needed)
   ralf mock [--listen 127.0.0.1:9100]    run the mock upstream alone (OpenAI under /v1, Gemini under /v1beta)
@@ -74,13 +75,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "keys":
 		return cmdKeys(ctx, args, stdout, stderr)
 	case "version", "--version", "-version", "-v":
+		if len(args) > 0 {
+			return noArguments("version", stderr)
+		}
 		fmt.Fprintf(stdout, "ralf %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
 	case "help", "-h", "-help", "--help":
+		if len(args) > 0 {
+			return noArguments("help", stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	fmt.Fprintf(stderr, "ralf: unknown command %q\n\n%s", cmd, usage)
+	return exitError(2)
+}
+
+func noArguments(cmd string, stderr io.Writer) error {
+	fmt.Fprintf(stderr, "ralf %s takes no arguments\n", cmd)
 	return exitError(2)
 }
 

@@ -374,6 +374,8 @@ func TestArguments(t *testing.T) {
 		{[]string{"-v"}, 0, "ralf ", ""},
 		{[]string{"--help"}, 0, "Usage:", ""},
 		{[]string{"-h"}, 0, "Usage:", ""},
+		{[]string{"version", "extra"}, 2, "", "takes no arguments"},
+		{[]string{"help", "extra"}, 2, "", "takes no arguments"},
 	} {
 		var out, errb bytes.Buffer
 		err := run(context.Background(), c.args, &out, &errb)
