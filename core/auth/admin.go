@@ -27,7 +27,8 @@ func AdminHandler(keys *Keys) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rest, ok := strings.CutPrefix(r.URL.Path, "/admin/keys")
 		if !ok || (rest != "" && !strings.HasPrefix(rest, "/")) {
-			adminError(w, http.StatusNotFound, "Not found: "+r.Method+" "+r.URL.Path)
+			// Not echoed: what follows /admin/keys may be a client key sent by mistake.
+			adminError(w, http.StatusNotFound, "Not found: "+r.Method+" /admin/keys…")
 			return
 		}
 		pathID := strings.Trim(rest, "/")

@@ -223,6 +223,7 @@ store: memory://
 		// with the wrong master key, and in no log line or answer either way.
 		{"managed key in the admin path, wrong master", "DELETE", "/admin/keys/" + created.APIKey, "", bearer("wrong-master"), 403},
 		{"managed key in the admin path of a GET", "GET", "/admin/keys/" + created.APIKey, "", bearer(secMaster), 404},
+		{"managed key glued to the admin path", "DELETE", "/admin/keys" + created.APIKey, "", bearer(secMaster), 404},
 		{"bad JSON", "POST", "/chat", `{"messages":[`, bearer(secStatic1), 400},
 		{"bad JSON with the key in it", "POST", "/v1/chat/completions", `{"model":"` + secStatic1 + `","messages":[` + secMaster, bearer(secStatic1), 400},
 	}

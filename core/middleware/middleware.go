@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ralf-gateway/ralf/core/apierr"
+	"github.com/ralf-gateway/ralf/core/store"
 )
 
 // Info is what a handler reports about one request for the access log and metrics.
@@ -100,28 +101,21 @@ func (w *ResponseWriter) Flush() {
 func (w *ResponseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // logPath is a request's path as logged. The admin API takes a key in its path
-// (DELETE /admin/keys/ID): anything there but a key id (key_ and 12 hex digits),
-// such as a client key sent by mistake, is logged as [redacted].
+// (DELETE /admin/keys/ID): anything after /admin/keys but a key id (key_ and 12 hex
+// digits), such as a client key sent by mistake, is logged as [redacted].
 func logPath(p string) string {
-	const admin = "/admin/keys/"
+	const admin = "/admin/keys"
 	rest, ok := strings.CutPrefix(p, admin)
-	if !ok || rest == "" || isKeyID(strings.TrimSuffix(rest, "/")) {
+	if !ok || rest == "" || rest == "/" {
 		return p
 	}
-	return admin + "[redacted]"
-}
-
-func isKeyID(s string) bool {
-	hexPart, ok := strings.CutPrefix(s, "key_")
-	if !ok || len(hexPart) != 12 {
-		return false
-	}
-	for i := 0; i < len(hexPart); i++ {
-		if c := hexPart[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
+	if id, slash := strings.CutPrefix(rest, "/"); slash {
+		if store.IsKeyID(strings.TrimSuffix(id, "/")) {
+			return p
 		}
+		return admin + "/[redacted]"
 	}
-	return true
+	return admin + "[redacted]"
 }
 
 // Recover turns a panic into a 500 JSON error and a log line (the panic value only:

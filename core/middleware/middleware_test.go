@@ -37,6 +37,8 @@ func TestLogPath(t *testing.T) {
 		"/admin/keys/sk_" + strings.Repeat("a", 48): "/admin/keys/[redacted]",
 		"/admin/keys/key_0123456789abX":             "/admin/keys/[redacted]",
 		"/admin/keys/my-master-key":                 "/admin/keys/[redacted]",
+		"/admin/keyssk_abc":                         "/admin/keys[redacted]",
+		"/admin/keys//sk_abc":                       "/admin/keys/[redacted]",
 	} {
 		if got := logPath(in); got != want {
 			t.Errorf("logPath(%q) = %q, want %q", in, got, want)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -109,4 +110,22 @@ func Open(rawURL string, log *zap.Logger) (Store, error) {
 		return nil, fmt.Errorf("store url: unknown scheme %q", u.Scheme)
 	}
 	return o(u, log)
+}
+
+// KeyIDPrefix starts every managed key's id, so an id is never mistaken for a secret.
+const KeyIDPrefix = "key_"
+
+// IsKeyID reports whether s is a well-formed key id: KeyIDPrefix and 12 lower-case
+// hex digits. Logs use it to tell an id (shown) from anything else (redacted).
+func IsKeyID(s string) bool {
+	h, ok := strings.CutPrefix(s, KeyIDPrefix)
+	if !ok || len(h) != 12 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -10,13 +10,15 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/ralf-gateway/ralf/core/store"
 )
 
 const (
 	// SecretPrefix starts every managed key, so leaked keys are easy to recognise.
 	SecretPrefix = "sk_"
 	// IDPrefix starts every key id, so an id is never mistaken for a secret.
-	IDPrefix = "key_"
+	IDPrefix = store.KeyIDPrefix
 	// secretBytes of randomness give 48 hex characters (192 bits).
 	secretBytes = 24
 	// idBytes give 12 hex characters: ids only need to be unique, not secret.

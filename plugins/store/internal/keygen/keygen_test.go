@@ -3,6 +3,8 @@ package keygen
 import (
 	"regexp"
 	"testing"
+
+	"github.com/ralf-gateway/ralf/core/store"
 )
 
 func TestGenerate(t *testing.T) {
@@ -13,7 +15,7 @@ func TestGenerate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !re.MatchString(g.Secret) || !IsID(g.ID) || IsID(g.Secret) {
+		if !re.MatchString(g.Secret) || !IsID(g.ID) || IsID(g.Secret) || !store.IsKeyID(g.ID) {
 			t.Fatalf("bad key shape: id %q", g.ID)
 		}
 		if g.Prefix != g.Secret[:8]+"…" || g.Hash != Hash(g.Secret) || len(g.Hash) != 64 {
