@@ -214,8 +214,9 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// TestParamsFromTheEnvironmentAreTyped: a param that is one ${VAR} and nothing else is
-// sent as the number or boolean its value reads as; anything else stays a string.
+// TestParamsFromTheEnvironmentAreTyped: an unquoted param that is one ${VAR} and
+// nothing else is sent as the number or boolean its value reads as; a quoted one, or
+// one with other text, stays a string, as YAML reads the same text in the file.
 func TestParamsFromTheEnvironmentAreTyped(t *testing.T) {
 	c, err := parse(t, `
 providers:
@@ -225,17 +226,22 @@ providers:
     params:
       temperature: ${TEMP:-0.7}
       max_tokens: ${MAX}
-      stream_options: {include_usage: "${USAGE}"}
+      stream_options:
+        include_usage: ${USAGE}
       user: "id-${ID}"
+      quoted: "${ID}"
       stop: ${STOP}
       seed: ${SEED}
+      big_seed: ${BIG_SEED}
       n: ${BIG}
-`, "MAX", "256", "USAGE", "true", "ID", "42", "STOP", "END", "SEED", "NaN", "BIG", "1e3")
+      list: [1, "${ID}"]
+`, "MAX", "256", "USAGE", "true", "ID", "42", "STOP", "END", "SEED", "NaN", "BIG", "1e3", "BIG_SEED", "18446744073709551615")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := c.Providers[0].Params
-	want := map[string]any{"temperature": 0.7, "max_tokens": int64(256), "user": "id-42", "stop": "END", "seed": "NaN", "n": 1000.0}
+	want := map[string]any{"temperature": 0.7, "max_tokens": int64(256), "user": "id-42", "quoted": "42", "stop": "END",
+		"seed": "NaN", "n": 1000.0, "big_seed": uint64(18446744073709551615)}
 	for k, v := range want {
 		if p[k] != v {
 			t.Errorf("params.%s = %#v, want %#v", k, p[k], v)
@@ -243,6 +249,9 @@ providers:
 	}
 	if so := p["stream_options"].(map[string]any); so["include_usage"] != true {
 		t.Errorf("stream_options.include_usage = %#v", so["include_usage"])
+	}
+	if l := p["list"].([]any); l[1] != "42" {
+		t.Errorf("a quoted list item = %#v, want the string", l[1])
 	}
 }
 

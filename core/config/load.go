@@ -64,6 +64,10 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	raw = stringKeys(raw).(map[string]any)
 	c := Defaults()
 	d := &decoder{getenv: opts.Getenv}
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) == nil {
+		d.quoted = quotedRefs(&doc, "", nil)
+	}
 	d.value("", raw, reflect.ValueOf(c).Elem())
 	d.providerKeys(raw, c)
 	d.seedEnv(c)
@@ -105,7 +109,10 @@ type decoder struct {
 	getenv func(string) (string, bool)
 	// envTmpl maps the path of every value that came from ${VAR} expansion to its template:
 	// errors about such a value name the variables and never echo the value (it may be a key).
-	envTmpl  map[string]string
+	envTmpl map[string]string
+	// quoted holds the paths of quoted scalars with a ${VAR} in them: in params
+	// they stay strings whatever their value reads as.
+	quoted   map[string]bool
 	errs     []error
 	warnings []string
 }
@@ -190,7 +197,7 @@ func (d *decoder) value(path string, raw any, v reflect.Value) {
 				}
 				continue
 			}
-			out.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(d.expandAny(m[k])))
+			out.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(d.expandAny(join(path, k), m[k])))
 		}
 		v.Set(out)
 	case reflect.String:
@@ -236,7 +243,7 @@ func (d *decoder) value(path string, raw any, v reflect.Value) {
 			v.SetInt(i)
 		}
 	case reflect.Interface:
-		v.Set(reflect.ValueOf(d.expandAny(raw)))
+		v.Set(reflect.ValueOf(d.expandAny(path, raw)))
 	}
 }
 
@@ -317,7 +324,11 @@ func stringKeys(v any) any {
 	case map[any]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
-			out[fmt.Sprint(k)] = stringKeys(e)
+			key := fmt.Sprint(k)
+			if k == nil {
+				key = "null" // as YAML writes it
+			}
+			out[key] = stringKeys(e)
 		}
 		return out
 	case []any:
@@ -329,31 +340,58 @@ func stringKeys(v any) any {
 }
 
 // expandAny expands env references in every string of a free-form value (params).
-// A value that is one reference and nothing else takes the type its text reads as
-// (a number, true or false), as the same text written in the file would:
-// temperature: ${TEMP:-0.7} sends 0.7, not "0.7".
-func (d *decoder) expandAny(raw any) any {
+// An unquoted value that is one reference and nothing else takes the type its text
+// reads as (a number, true or false), as the same text written in the file would:
+// temperature: ${TEMP:-0.7} sends 0.7, not "0.7"; user: "${USER_ID}" stays a string.
+func (d *decoder) expandAny(path string, raw any) any {
 	switch x := raw.(type) {
 	case string:
 		s := d.expand("", x)
-		if s != x && strings.HasPrefix(x, "${") && strings.IndexByte(x, '}') == len(x)-1 {
+		if s != x && !d.quoted[path] && strings.HasPrefix(x, "${") && strings.IndexByte(x, '}') == len(x)-1 {
 			return typedScalar(s)
 		}
 		return s
 	case []any:
 		out := make([]any, len(x))
 		for i := range x {
-			out[i] = d.expandAny(x[i])
+			out[i] = d.expandAny(fmt.Sprintf("%s[%d]", path, i), x[i])
 		}
 		return out
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, v := range x {
-			out[k] = d.expandAny(v)
+			out[k] = d.expandAny(join(path, k), v)
 		}
 		return out
 	}
 	return raw
+}
+
+// quotedRefs adds to set the path of every quoted scalar holding a ${VAR} under n,
+// with the paths the decoder uses (providers[0].params.user).
+func quotedRefs(n *yaml.Node, path string, set map[string]bool) map[string]bool {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			set = quotedRefs(c, path, set)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			set = quotedRefs(n.Content[i+1], join(path, n.Content[i].Value), set)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			set = quotedRefs(c, fmt.Sprintf("%s[%d]", path, i), set)
+		}
+	case yaml.ScalarNode:
+		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 && strings.Contains(n.Value, "${") {
+			if set == nil {
+				set = map[string]bool{}
+			}
+			set[path] = true
+		}
+	}
+	return set
 }
 
 // expand replaces ${VAR} and ${VAR:-default}; "$${" is a literal "${".
@@ -416,6 +454,9 @@ func envRefs(s string) []string {
 func typedScalar(s string) any {
 	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
 		return i
+	}
+	if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return u // a seed past int64
 	}
 	if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) &&
 		strings.Trim(s, "0123456789.eE+-") == "" {
