@@ -115,10 +115,13 @@ func Open(path string, log *zap.Logger) (*Store, error) {
 	}
 	// A new file is created for its owner only before SQLite opens it: SQLite gives
 	// the -wal and -shm files beside it the same mode.
-	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
-		_ = f.Close()
-	} else if !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("sqlite store: create file: %w", err)
+	if path != ":memory:" { // SQLite's name for no file at all
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			_ = f.Close()
+		} else if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("sqlite store: create file: %w", err)
+		}
 	}
 
 	q := url.Values{}
