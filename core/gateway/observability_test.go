@@ -1011,3 +1011,28 @@ store: memory://
 			obsMetric(fams, "ralf_upstream_attempts_total", "provider", "oai", "outcome", "cancelled"))
 	}
 }
+
+// TestClientGoneBeforeAnyByteIsLogged499: a client that leaves before anything was
+// written did not get a 200; the access line says 499 and cancelled.
+func TestClientGoneBeforeAnyByteIsLogged499(t *testing.T) {
+	e := newEnv(t, `
+routing: {max_attempts: 1}
+providers:
+  - {name: oai, base_url: "{{MOCK}}/v1", model: "mock+delay=5s"}
+store: memory://
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/v1/chat/completions", strings.NewReader(`{"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-Id", "req-gone")
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		res.Body.Close()
+		t.Fatal("the request was answered before the client left")
+	}
+	waitFor(t, "the access line", func() bool { return len(obsAccessLines(e)) > 0 })
+	f := obsAccessLine(t, e, "req-gone")
+	if obsNum(f["status"]) != 499 || f["outcome"] != "cancelled" {
+		t.Fatalf("access line status %v outcome %v, want 499 cancelled", f["status"], f["outcome"])
+	}
+}

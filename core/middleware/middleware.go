@@ -182,6 +182,10 @@ func AccessLog(log *zap.Logger, rec Recorder) func(http.Handler) http.Handler {
 				status := rw.Status
 				if status == 0 {
 					status = http.StatusOK
+					if r.Context().Err() != nil {
+						// The client left before anything was written: it got no 200.
+						status = statusClientClosed
+					}
 				}
 				if in.Outcome == "" {
 					in.Outcome = outcomeOf(status)
@@ -261,11 +265,15 @@ func errorMessage(body []byte) string {
 	return ""
 }
 
+// statusClientClosed is logged for a request whose client left before any answer
+// (nginx's 499).
+const statusClientClosed = 499
+
 func outcomeOf(status int) string {
 	switch {
 	case status < 400:
 		return "ok"
-	case status == 499:
+	case status == statusClientClosed:
 		return "cancelled"
 	case status < 500:
 		return "rejected"
