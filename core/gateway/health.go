@@ -1,8 +1,14 @@
 package gateway
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/ralf-gateway/ralf/core/apierr"
 )
 
 type healthProvider struct {
@@ -71,9 +77,35 @@ type modelEntry struct {
 // plus "auto" for the ring.
 func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, s *snapshot) {
 	data := make([]modelEntry, 0, len(s.providers)+1)
-	data = append(data, modelEntry{ID: "auto", Object: "model", OwnedBy: "ralf", Model: "round robin over all providers"})
+	data = append(data, autoModel)
 	for _, p := range s.providers {
-		data = append(data, modelEntry{ID: p.cfg.Name, Object: "model", OwnedBy: p.cfg.Name, Model: p.cfg.Model, Dialect: p.cfg.Dialect})
+		data = append(data, providerModel(&p, p.cfg.Name, p.cfg.Model))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
+
+var autoModel = modelEntry{ID: "auto", Object: "model", OwnedBy: "ralf", Model: "round robin over all providers"}
+
+func providerModel(p *provider, id, model string) modelEntry {
+	return modelEntry{ID: id, Object: "model", OwnedBy: p.cfg.Name, Model: model, Dialect: p.cfg.Dialect}
+}
+
+// serveModel answers GET /v1/models/{id} (the SDKs' models.retrieve) for what a
+// request's model may name: auto, a provider, or provider/model.
+func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request, s *snapshot) {
+	id := mux.Vars(r)["id"]
+	if id == autoModel.ID {
+		writeJSON(w, http.StatusOK, autoModel)
+		return
+	}
+	name, model, hasModel := strings.Cut(id, "/")
+	if i, ok := s.byName[name]; ok {
+		p := &s.providers[i]
+		if !hasModel {
+			model = p.cfg.Model
+		}
+		writeJSON(w, http.StatusOK, providerModel(p, id, model))
+		return
+	}
+	apierr.Write(w, r, http.StatusNotFound, fmt.Sprintf("The model %q does not exist: name an enabled provider (see GET /v1/models)", id))
 }

@@ -107,6 +107,18 @@ store: memory://
 		if strings.Join(ids, ",") != "auto,oai,gem" {
 			t.Fatalf("models %v", ids)
 		}
+		// models.retrieve, as tools do to check a model before using it.
+		for _, id := range []string{"auto", "gem", "oai/other-model"} {
+			m, err := client.Models.Get(context.Background(), id)
+			if err != nil || m.ID != id || m.Object != "model" {
+				t.Fatalf("retrieve %s: %+v %v", id, m, err)
+			}
+		}
+		_, err = client.Models.Get(context.Background(), "nope")
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 {
+			t.Fatalf("retrieve nope: %v, want a 404 openai.Error", err)
+		}
 	})
 
 	t.Run("errors are OpenAI-shaped", func(t *testing.T) {

@@ -44,6 +44,9 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 	r.Handle("/v1/models", middleware.Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.serveModels(w, r, s)
 	}), authn)).Methods(http.MethodGet)
+	r.Handle("/v1/models/{id:.+}", middleware.Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.serveModel(w, r, s)
+	}), authn)).Methods(http.MethodGet)
 	r.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) { g.serveHealth(w, r, s) }).Methods(http.MethodGet, http.MethodHead)
 	var metricsH http.Handler = g.m.Handler(metrics.HandlerOptions{})
 	if cfg.Auth.ProtectMetrics {
