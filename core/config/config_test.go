@@ -318,3 +318,49 @@ func TestProtectMetricsWithoutMasterKeyWarns(t *testing.T) {
 		t.Fatalf("warnings %q", c.Warnings)
 	}
 }
+
+// TestParamsStringsThroughAnchors: a value YAML reads as a string stays one through
+// anchors, aliases and merge keys, and when tagged !!str or written as a block scalar.
+func TestParamsStringsThroughAnchors(t *testing.T) {
+	c, err := parse(t, `
+providers:
+  - name: a
+    base_url: http://x/v1
+    model: m
+    params: &p
+      user: &u "${ID}"
+      n: ${ID}
+  - name: b
+    base_url: http://x/v1
+    model: m
+    params: *p
+  - name: c
+    base_url: http://x/v1
+    model: m
+    params:
+      <<: *p
+      other: *u
+      tagged: !!str ${ID}
+      block: >-
+        ${ID}
+`, "ID", "42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []map[string]any{
+		{"user": "42", "n": int64(42)},
+		{"user": "42", "n": int64(42)},
+		{"user": "42", "n": int64(42), "other": "42", "tagged": "42", "block": "42"},
+	} {
+		for k, v := range want {
+			if got := c.Providers[i].Params[k]; got != v {
+				t.Errorf("providers[%d].params.%s = %#v, want %#v", i, k, got, v)
+			}
+		}
+	}
+	// Outside params, nothing of the marking shows.
+	c, err = parse(t, "providers:\n  - {name: a, base_url: \"${BASE}\", model: m, headers: {X-T: \"${ID}\"}}\n", "BASE", "http://x/v1", "ID", "42")
+	if err != nil || c.Providers[0].BaseURL != "http://x/v1" || c.Providers[0].Headers["X-T"] != "42" {
+		t.Fatalf("%+v %v", c.Providers, err)
+	}
+}

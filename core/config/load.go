@@ -57,17 +57,21 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
 		return nil, fmt.Errorf("yaml: %s", yamlMessage(err))
 	}
-	var raw map[string]any
-	if err := yaml.Unmarshal(data, &raw); err != nil {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("yaml: %s", yamlMessage(err))
 	}
-	raw = stringKeys(raw).(map[string]any)
+	markStringRefs(&doc)
+	var raw map[string]any
+	if doc.Kind != 0 { // not an empty file
+		if err := doc.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("yaml: %s", yamlMessage(err))
+		}
+	}
+	raw, _ = stringKeys(raw).(map[string]any)
+	unmarkOutsideParams(raw)
 	c := Defaults()
 	d := &decoder{getenv: opts.Getenv}
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) == nil {
-		d.quoted = quotedRefs(&doc, "", nil)
-	}
 	d.value("", raw, reflect.ValueOf(c).Elem())
 	d.providerKeys(raw, c)
 	d.seedEnv(c)
@@ -109,10 +113,7 @@ type decoder struct {
 	getenv func(string) (string, bool)
 	// envTmpl maps the path of every value that came from ${VAR} expansion to its template:
 	// errors about such a value name the variables and never echo the value (it may be a key).
-	envTmpl map[string]string
-	// quoted holds the paths of quoted scalars with a ${VAR} in them: in params
-	// they stay strings whatever their value reads as.
-	quoted   map[string]bool
+	envTmpl  map[string]string
 	errs     []error
 	warnings []string
 }
@@ -197,7 +198,7 @@ func (d *decoder) value(path string, raw any, v reflect.Value) {
 				}
 				continue
 			}
-			out.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(d.expandAny(join(path, k), m[k])))
+			out.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(d.expandAny(m[k])))
 		}
 		v.Set(out)
 	case reflect.String:
@@ -243,7 +244,7 @@ func (d *decoder) value(path string, raw any, v reflect.Value) {
 			v.SetInt(i)
 		}
 	case reflect.Interface:
-		v.Set(reflect.ValueOf(d.expandAny(path, raw)))
+		v.Set(reflect.ValueOf(d.expandAny(raw)))
 	}
 }
 
@@ -340,58 +341,99 @@ func stringKeys(v any) any {
 }
 
 // expandAny expands env references in every string of a free-form value (params).
-// An unquoted value that is one reference and nothing else takes the type its text
-// reads as (a number, true or false), as the same text written in the file would:
-// temperature: ${TEMP:-0.7} sends 0.7, not "0.7"; user: "${USER_ID}" stays a string.
-func (d *decoder) expandAny(path string, raw any) any {
+// A value that is one reference and nothing else, written as a plain YAML scalar,
+// takes the type its text reads as (a number, true or false), as the same text
+// written in the file would: temperature: ${TEMP:-0.7} sends 0.7, not "0.7". One
+// YAML reads as a string (quoted, !!str, a block scalar) stays a string.
+func (d *decoder) expandAny(raw any) any {
 	switch x := raw.(type) {
 	case string:
+		if str, ok := strings.CutPrefix(x, stringMark); ok {
+			return d.expand("", str)
+		}
 		s := d.expand("", x)
-		if s != x && !d.quoted[path] && strings.HasPrefix(x, "${") && strings.IndexByte(x, '}') == len(x)-1 {
+		if s != x && strings.HasPrefix(x, "${") && strings.IndexByte(x, '}') == len(x)-1 {
 			return typedScalar(s)
 		}
 		return s
 	case []any:
 		out := make([]any, len(x))
 		for i := range x {
-			out[i] = d.expandAny(fmt.Sprintf("%s[%d]", path, i), x[i])
+			out[i] = d.expandAny(x[i])
 		}
 		return out
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, v := range x {
-			out[k] = d.expandAny(join(path, k), v)
+			out[k] = d.expandAny(v)
 		}
 		return out
 	}
 	return raw
 }
 
-// quotedRefs adds to set the path of every quoted scalar holding a ${VAR} under n,
-// with the paths the decoder uses (providers[0].params.user).
-func quotedRefs(n *yaml.Node, path string, set map[string]bool) map[string]bool {
+// stringMark prefixes, while the file is decoded, a value with a ${VAR} that YAML
+// reads as a string whatever it holds: quoted, tagged or a block scalar.
+const stringMark = "\x00str:"
+
+// markStringRefs marks such values in the parsed file. Marking the nodes themselves
+// carries the mark through anchors, aliases and merge keys, which share them.
+func markStringRefs(n *yaml.Node) {
 	switch n.Kind {
-	case yaml.DocumentNode:
+	case yaml.DocumentNode, yaml.SequenceNode:
 		for _, c := range n.Content {
-			set = quotedRefs(c, path, set)
+			markStringRefs(c)
 		}
 	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			set = quotedRefs(n.Content[i+1], join(path, n.Content[i].Value), set)
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			set = quotedRefs(c, fmt.Sprintf("%s[%d]", path, i), set)
+		for i := 1; i < len(n.Content); i += 2 { // values, not keys
+			markStringRefs(n.Content[i])
 		}
 	case yaml.ScalarNode:
-		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 && strings.Contains(n.Value, "${") {
-			if set == nil {
-				set = map[string]bool{}
-			}
-			set[path] = true
+		explicit := yaml.DoubleQuotedStyle | yaml.SingleQuotedStyle | yaml.LiteralStyle | yaml.FoldedStyle | yaml.TaggedStyle
+		if n.Style&explicit != 0 && n.ShortTag() == "!!str" && strings.Contains(n.Value, "${") {
+			n.Value = stringMark + n.Value
 		}
 	}
-	return set
+}
+
+// unmarkOutsideParams removes the marks from every value but the providers'
+// params, the one free-form part of the file, where expandAny reads them.
+func unmarkOutsideParams(raw map[string]any) {
+	for k, v := range raw {
+		list, ok := v.([]any)
+		if k != "providers" || !ok {
+			raw[k] = unmark(v)
+			continue
+		}
+		for i, item := range list {
+			p, ok := item.(map[string]any)
+			if !ok {
+				list[i] = unmark(item)
+				continue
+			}
+			for pk, pv := range p {
+				if pk != "params" {
+					p[pk] = unmark(pv)
+				}
+			}
+		}
+	}
+}
+
+func unmark(v any) any {
+	switch x := v.(type) {
+	case string:
+		return strings.TrimPrefix(x, stringMark)
+	case []any:
+		for i := range x {
+			x[i] = unmark(x[i])
+		}
+	case map[string]any:
+		for k, e := range x {
+			x[k] = unmark(e)
+		}
+	}
+	return v
 }
 
 // expand replaces ${VAR} and ${VAR:-default}; "$${" is a literal "${".
