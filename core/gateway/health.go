@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -91,21 +89,21 @@ func providerModel(p *provider, id, model string) modelEntry {
 }
 
 // serveModel answers GET /v1/models/{id} (the SDKs' models.retrieve) for what a
-// request's model may name: auto, a provider, or provider/model.
+// request's model may name, resolved as a request's model is.
 func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request, s *snapshot) {
 	id := mux.Vars(r)["id"]
-	if id == autoModel.ID {
+	i, override, he := s.resolveModel(id)
+	switch {
+	case he != nil:
+		apierr.Write(w, r, he.status, he.msg)
+	case i < 0:
 		writeJSON(w, http.StatusOK, autoModel)
-		return
-	}
-	name, model, hasModel := strings.Cut(id, "/")
-	if i, ok := s.byName[name]; ok {
+	default:
 		p := &s.providers[i]
-		if !hasModel {
-			model = p.cfg.Model
+		model := p.cfg.Model
+		if override != "" {
+			model = override
 		}
 		writeJSON(w, http.StatusOK, providerModel(p, id, model))
-		return
 	}
-	apierr.Write(w, r, http.StatusNotFound, fmt.Sprintf("The model %q does not exist: name an enabled provider (see GET /v1/models)", id))
 }

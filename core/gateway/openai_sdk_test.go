@@ -108,7 +108,8 @@ store: memory://
 			t.Fatalf("models %v", ids)
 		}
 		// models.retrieve, as tools do to check a model before using it.
-		for _, id := range []string{"auto", "gem", "oai/other-model"} {
+		// Resolved as a request's model is: a provider's configured model names it too.
+		for _, id := range []string{"auto", "gem", "oai/other-model", "mock-gem"} {
 			m, err := client.Models.Get(context.Background(), id)
 			if err != nil || m.ID != id || m.Object != "model" {
 				t.Fatalf("retrieve %s: %+v %v", id, m, err)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -22,10 +23,13 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		apierr.Write(w, r, http.StatusNotFound, "Not found: "+r.Method+" "+r.URL.Path)
 	})
-	allowed := map[string]string{} // path → its methods, for the Allow header of a 405
+	var allowed []allowRule // for the Allow header of a 405
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a := allowed[r.URL.Path]; a != "" {
-			w.Header().Set("Allow", a)
+		for _, a := range allowed {
+			if a.path.MatchString(r.URL.Path) {
+				w.Header().Set("Allow", a.methods)
+				break
+			}
 		}
 		apierr.Write(w, r, http.StatusMethodNotAllowed, "Method "+r.Method+" not allowed on "+r.URL.Path)
 	})
@@ -67,10 +71,10 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 	}).Methods(http.MethodGet)
 
 	_ = r.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
-		path, err1 := route.GetPathTemplate()
+		path, err1 := route.GetPathRegexp()
 		methods, err2 := route.GetMethods()
 		if err1 == nil && err2 == nil {
-			allowed[path] = strings.Join(methods, ", ")
+			allowed = append(allowed, allowRule{regexp.MustCompile(path), strings.Join(methods, ", ")})
 		}
 		return nil
 	})
@@ -83,6 +87,12 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 		middleware.Recover(g.log),
 		auth.CORS(cfg.CORS),
 	)
+}
+
+// allowRule is a route's path and the methods it takes.
+type allowRule struct {
+	path    *regexp.Regexp
+	methods string
 }
 
 // record feeds a finished chat request into the metrics.

@@ -153,7 +153,7 @@ store: memory://
 // TestWrongMethodSaysWhichAreAllowed: a 405 carries the Allow header (RFC 9110).
 func TestWrongMethodSaysWhichAreAllowed(t *testing.T) {
 	e := newEnv(t, "providers:\n  - {name: m, base_url: \"{{MOCK}}/v1\", model: mock}\nstore: memory://\n")
-	for path, want := range map[string]string{"/chat": "POST", "/v1/chat/completions": "POST", "/v1/models": "GET", "/health": "GET, HEAD"} {
+	for path, want := range map[string]string{"/chat": "POST", "/v1/chat/completions": "POST", "/v1/models": "GET", "/v1/models/m": "GET", "/health": "GET, HEAD"} {
 		r := e.do(http.MethodPut, path, "")
 		if r.status != 405 || r.header.Get("Allow") != want {
 			t.Errorf("PUT %s: status %d Allow %q, want 405 and %q", path, r.status, r.header.Get("Allow"), want)
