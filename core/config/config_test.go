@@ -48,7 +48,7 @@ server: {listen: "nope", max_body_bytes: 0}
 log: {level: loud}
 routing: {strategy: random, cooldown: 3x, max_attempts: 0}
 providers:
-  - {name: groq, base_url: "https://api.groq.com/openai/v1", model: m, modle: x}
+  - {name: groq, base_url: "https://api.groq.com/openai/v1", model: m, modle: x, headers: {host: h, transfer-encoding: chunked}}
   - {name: groq, base_url: "ftp://x", model: m, dialect: klingon, weight: 0}
   - {name: "Bad Name", base_url: "http://h/v1", timeout: soon}
 limits: {rate: {on_store_error: maybe}}
@@ -67,6 +67,7 @@ bogus: 1
 		`providers[1].dialect: unknown dialect "klingon"`, `providers[1].weight:`,
 		`providers[2].name:`, `providers[2].model: is required`, `providers[2].timeout: invalid duration`,
 		`limits.rate.on_store_error:`, `store: unknown store`, `cors.allowed_origins[0]:`, `bogus: unknown key`,
+		`providers[0].headers: Host is taken from base_url`, `providers[0].headers: transfer-encoding is managed by ralf`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"regexp"
@@ -94,8 +95,13 @@ func (c *Config) validate(d *decoder, opts Options) {
 		}
 		positive(path+".timeout", int64(p.Timeout))
 		for h := range p.Headers {
-			if !headerRe.MatchString(h) {
+			switch {
+			case !headerRe.MatchString(h):
 				d.errorf(path+".headers", "%q is not a valid header name", h)
+			case http.CanonicalHeaderKey(h) == "Host":
+				d.errorf(path+".headers", "Host is taken from base_url and cannot be set here")
+			case connectionHeaders[http.CanonicalHeaderKey(h)]:
+				d.errorf(path+".headers", "%s is managed by ralf's connection to the upstream and cannot be set here", h)
 			}
 		}
 		if p.Enabled {
@@ -158,6 +164,11 @@ func (c *Config) validate(d *decoder, opts Options) {
 		}
 	}
 }
+
+// connectionHeaders describe the connection or the body's framing: ralf's HTTP
+// client writes them itself.
+var connectionHeaders = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Connection": true,
+	"Trailer": true, "Upgrade": true, "Keep-Alive": true, "Te": true}
 
 // Redacted returns a deep copy safe to print: every secret is replaced.
 func (c *Config) Redacted() *Config {
