@@ -108,6 +108,9 @@ func Open(path string, log *zap.Logger) (*Store, error) {
 	if strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlite store: path %q must not contain ? or #", path)
 	}
+	if path == ":memory:" { // one empty database per pooled connection: keys would vanish
+		return nil, errors.New("sqlite store: :memory: is not a file; for a store in memory use store: memory://")
+	}
 	if dir := filepath.Dir(path); dir != "." {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("sqlite store: create directory: %w", err)
@@ -115,13 +118,11 @@ func Open(path string, log *zap.Logger) (*Store, error) {
 	}
 	// A new file is created for its owner only before SQLite opens it: SQLite gives
 	// the -wal and -shm files beside it the same mode.
-	if path != ":memory:" { // SQLite's name for no file at all
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if err == nil {
-			_ = f.Close()
-		} else if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("sqlite store: create file: %w", err)
-		}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		_ = f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("sqlite store: create file: %w", err)
 	}
 
 	q := url.Values{}

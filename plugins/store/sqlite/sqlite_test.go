@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -196,5 +197,18 @@ func TestTwoHandlesOneFile(t *testing.T) {
 	got, ok, err := b.LookupKey(ctx, secret)
 	if err != nil || !ok || got.RequestCount != 20 {
 		t.Fatalf("other handle: %+v, %v, %v; want the key with 20 requests", got, ok, err)
+	}
+}
+
+// TestMemoryPathRefused: SQLite's :memory: is one empty database per pooled
+// connection, where created keys would vanish; the error points to memory://.
+func TestMemoryPathRefused(t *testing.T) {
+	t.Chdir(t.TempDir())
+	_, err := store.Open("sqlite://:memory:", zap.NewNop())
+	if err == nil || !strings.Contains(err.Error(), "memory://") {
+		t.Fatalf("Open(sqlite://:memory:) = %v, want an error naming memory://", err)
+	}
+	if _, statErr := os.Stat(":memory:"); statErr == nil {
+		t.Fatal("a file named :memory: was created")
 	}
 }
