@@ -21,7 +21,7 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 	cfg := s.cfg
 	r := mux.NewRouter()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		apierr.Write(w, r, http.StatusNotFound, "Not found: "+r.Method+" "+r.URL.Path)
+		apierr.Write(w, r, http.StatusNotFound, "Not found: "+r.Method+" "+middleware.RedactPath(r.URL.Path))
 	})
 	var allowed []allowRule // for the Allow header of a 405
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -31,7 +31,7 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 				break
 			}
 		}
-		apierr.Write(w, r, http.StatusMethodNotAllowed, "Method "+r.Method+" not allowed on "+r.URL.Path)
+		apierr.Write(w, r, http.StatusMethodNotAllowed, "Method "+r.Method+" not allowed on "+middleware.RedactPath(r.URL.Path))
 	})
 
 	authn := auth.Authenticate(cfg.Auth, g.keys, g.log.Named("auth"))

@@ -224,6 +224,8 @@ store: memory://
 		{"managed key in the admin path, wrong master", "DELETE", "/admin/keys/" + created.APIKey, "", bearer("wrong-master"), 403},
 		{"managed key in the admin path of a GET", "GET", "/admin/keys/" + created.APIKey, "", bearer(secMaster), 404},
 		{"managed key glued to the admin path", "DELETE", "/admin/keys" + created.APIKey, "", bearer(secMaster), 404},
+		{"managed key in another case of the admin path", "DELETE", "/admin/Keys/" + created.APIKey, "", bearer(secMaster), 404},
+		{"managed key in an unknown path", "GET", "/v1/" + created.APIKey, "", bearer(secStatic1), 404},
 		{"bad JSON", "POST", "/chat", `{"messages":[`, bearer(secStatic1), 400},
 		{"bad JSON with the key in it", "POST", "/v1/chat/completions", `{"model":"` + secStatic1 + `","messages":[` + secMaster, bearer(secStatic1), 400},
 	}

@@ -100,22 +100,48 @@ func (w *ResponseWriter) Flush() {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *ResponseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// logPath is a request's path as logged. The admin API takes a key in its path
-// (DELETE /admin/keys/ID): anything after /admin/keys but a key id (key_ and 12 hex
-// digits), such as a client key sent by mistake, is logged as [redacted].
-func logPath(p string) string {
+// RedactPath is a request's path as logged or quoted in an error. A managed client
+// key (sk_ and hex digits) anywhere in it is redacted. So is anything after
+// /admin/keys but a key id (key_ and 12 hex digits): the admin API takes a key in
+// its path (DELETE /admin/keys/ID), where any key may be sent by mistake.
+func RedactPath(p string) string {
+	p = redactManagedKeys(p)
 	const admin = "/admin/keys"
-	rest, ok := strings.CutPrefix(p, admin)
-	if !ok || rest == "" || rest == "/" {
+	i := strings.Index(strings.ToLower(p), admin)
+	if i < 0 {
+		return p
+	}
+	head, rest := p[:i+len(admin)], p[i+len(admin):]
+	if rest == "" || rest == "/" {
 		return p
 	}
 	if id, slash := strings.CutPrefix(rest, "/"); slash {
 		if store.IsKeyID(strings.TrimSuffix(id, "/")) {
 			return p
 		}
-		return admin + "/[redacted]"
+		return head + "/[redacted]"
 	}
-	return admin + "[redacted]"
+	return head + "[redacted]"
+}
+
+// redactManagedKeys replaces what follows "sk_" when 16 or more hex digits do.
+func redactManagedKeys(p string) string {
+	for from := 0; ; {
+		i := strings.Index(p[from:], "sk_")
+		if i < 0 {
+			return p
+		}
+		i += from + 3
+		j := i
+		for j < len(p) && ('0' <= p[j] && p[j] <= '9' || 'a' <= p[j] && p[j] <= 'f') {
+			j++
+		}
+		if j-i >= 16 {
+			p = p[:i] + "[redacted]" + p[j:]
+			j = i + len("[redacted]")
+		}
+		from = j
+	}
 }
 
 // Recover turns a panic into a 500 JSON error and a log line (the panic value only:
@@ -129,7 +155,7 @@ func Recover(log *zap.Logger) func(http.Handler) http.Handler {
 						panic(v)
 					}
 					log.Error("panic in handler", zap.String("request_id", InfoFrom(r.Context()).RequestID),
-						zap.String("path", logPath(r.URL.Path)), zap.Any("panic", v))
+						zap.String("path", RedactPath(r.URL.Path)), zap.Any("panic", v))
 					if rw, ok := w.(*ResponseWriter); !ok || rw.Status == 0 {
 						apierr.Write(w, r, http.StatusInternalServerError, "Internal server error")
 					}
@@ -205,7 +231,7 @@ func AccessLog(log *zap.Logger, rec Recorder) func(http.Handler) http.Handler {
 					fields = append(fields,
 						zap.String("request_id", in.RequestID),
 						zap.String("method", r.Method),
-						zap.String("path", logPath(r.URL.Path)),
+						zap.String("path", RedactPath(r.URL.Path)),
 						zap.Int("status", status),
 						zap.Float64("duration_ms", ms(dur)),
 					)

@@ -38,10 +38,14 @@ func TestLogPath(t *testing.T) {
 		"/admin/keys/key_0123456789abX":             "/admin/keys/[redacted]",
 		"/admin/keys/my-master-key":                 "/admin/keys/[redacted]",
 		"/admin/keyssk_abc":                         "/admin/keys[redacted]",
+		"//admin/keys/sk_abc":                       "//admin/keys/[redacted]",
+		"/admin/Keys/x":                             "/admin/Keys/[redacted]",
+		"/v1/sk_0123456789abcdef0123/x":             "/v1/sk_[redacted]/x",
+		"/v1/sk_0123/x":                             "/v1/sk_0123/x",
 		"/admin/keys//sk_abc":                       "/admin/keys/[redacted]",
 	} {
-		if got := logPath(in); got != want {
-			t.Errorf("logPath(%q) = %q, want %q", in, got, want)
+		if got := RedactPath(in); got != want {
+			t.Errorf("RedactPath(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
