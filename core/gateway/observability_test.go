@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -37,19 +38,34 @@ const (
 // whose provider panics for model "panic": the two failures the mock cannot produce.
 const obsDialect = "obstest"
 
-type obsPanicProvider struct{ name string }
+type obsPanicProvider struct{ name, model string }
 
 func (p obsPanicProvider) Name() string { return p.name }
 func (p obsPanicProvider) ChatStream(context.Context, *llm.ChatRequest) (llm.Stream, error) {
+	if p.model == "panic-mid" {
+		return &obsPanicStream{}, nil
+	}
 	panic("obstest provider panicked")
 }
+
+// obsPanicStream gives one chunk of text, then panics.
+type obsPanicStream struct{ sent bool }
+
+func (s *obsPanicStream) Recv() (llm.Chunk, error) {
+	if !s.sent {
+		s.sent = true
+		return llm.Chunk{Text: []byte("Hel")}, nil
+	}
+	panic("obstest stream panicked")
+}
+func (s *obsPanicStream) Close() error { return nil }
 
 func init() {
 	llm.Register(obsDialect, func(cfg config.Provider, _ llm.Deps) (llm.Provider, error) {
 		if cfg.Model == "factory-error" {
 			return nil, errors.New("obstest: refused to build")
 		}
-		return obsPanicProvider{cfg.Name}, nil
+		return obsPanicProvider{cfg.Name, cfg.Model}, nil
 	})
 }
 
@@ -1034,5 +1050,32 @@ store: memory://
 	f := obsAccessLine(t, e, "req-gone")
 	if obsNum(f["status"]) != 499 || f["outcome"] != "cancelled" {
 		t.Fatalf("access line status %v outcome %v, want 499 cancelled", f["status"], f["outcome"])
+	}
+}
+
+// TestPanicAfterTheAnswerStartedCutsIt: a panic once the answer has begun cannot
+// become a 500; the answer is cut (no clean end), and the access line says error.
+func TestPanicAfterTheAnswerStartedCutsIt(t *testing.T) {
+	e := newEnv(t, `
+providers:
+  - {name: boom, dialect: `+obsDialect+`, base_url: "{{MOCK}}/v1", model: "panic-mid"}
+store: memory://
+`)
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/chat", strings.NewReader(hello))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-Id", "panic-mid")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || err == nil {
+		t.Fatalf("status %d, body %q, read error %v: want the stream cut", res.StatusCode, body, err)
+	}
+	waitFor(t, "the access line", func() bool { return len(obsAccessLines(e)) > 0 })
+	f := obsAccessLine(t, e, "panic-mid")
+	if f["outcome"] != "error" {
+		t.Errorf("access line %v, want outcome error", f)
 	}
 }

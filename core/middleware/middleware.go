@@ -158,7 +158,13 @@ func Recover(log *zap.Logger) func(http.Handler) http.Handler {
 						zap.String("path", RedactPath(r.URL.Path)), zap.Any("panic", v))
 					if rw, ok := w.(*ResponseWriter); !ok || rw.Status == 0 {
 						apierr.Write(w, r, http.StatusInternalServerError, "Internal server error")
+						return
 					}
+					// The answer had started: cut it, so the client sees a broken
+					// response rather than a complete-looking one, and log it as failed.
+					in := InfoFrom(r.Context())
+					in.Outcome, in.Err = "error", "internal error after the answer started"
+					panic(http.ErrAbortHandler)
 				}
 			}()
 			next.ServeHTTP(w, r)
