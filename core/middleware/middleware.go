@@ -105,10 +105,10 @@ func (w *ResponseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 // /admin/keys but a key id (key_ and 12 hex digits): the admin API takes a key in
 // its path (DELETE /admin/keys/ID), where any key may be sent by mistake.
 func RedactPath(p string) string {
-	p = redactManagedKeys(p)
+	p = RedactKeys(p)
 	const admin = "/admin/keys"
-	i := strings.Index(strings.ToLower(p), admin)
-	if i < 0 {
+	i := len(p) - len(strings.TrimLeft(p, "/")) - 1 // the path proper, after extra leading slashes
+	if i < 0 || len(p)-i < len(admin) || !asciiEqualFold(p[i:i+len(admin)], admin) {
 		return p
 	}
 	head, rest := p[:i+len(admin)], p[i+len(admin):]
@@ -124,24 +124,48 @@ func RedactPath(p string) string {
 	return head + "[redacted]"
 }
 
-// redactManagedKeys replaces what follows "sk_" when 16 or more hex digits do.
-func redactManagedKeys(p string) string {
+// RedactKeys replaces the secret part of every managed client key in s: "sk_" at the
+// start of a word, followed by 16 or more hex digits.
+func RedactKeys(s string) string {
 	for from := 0; ; {
-		i := strings.Index(p[from:], "sk_")
+		i := strings.Index(s[from:], "sk_")
 		if i < 0 {
-			return p
+			return s
 		}
-		i += from + 3
-		j := i
-		for j < len(p) && ('0' <= p[j] && p[j] <= '9' || 'a' <= p[j] && p[j] <= 'f') {
+		i += from
+		start := i + 3
+		j := start
+		for j < len(s) && ('0' <= s[j] && s[j] <= '9' || 'a' <= s[j] && s[j] <= 'f') {
 			j++
 		}
-		if j-i >= 16 {
-			p = p[:i] + "[redacted]" + p[j:]
-			j = i + len("[redacted]")
+		if j-start >= 16 && (i == 0 || !isWordByte(s[i-1])) {
+			s = s[:start] + "[redacted]" + s[j:]
+			j = start + len("[redacted]")
 		}
 		from = j
 	}
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
+// asciiEqualFold compares s with the ASCII lower-case t, ignoring ASCII case only:
+// byte for byte, so positions in s stay valid whatever else it holds.
+func asciiEqualFold(s, t string) bool {
+	if len(s) != len(t) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != t[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Recover turns a panic into a 500 JSON error and a log line (the panic value only:
