@@ -365,3 +365,31 @@ providers:
 		t.Fatalf("%+v %v", c.Providers, err)
 	}
 }
+
+// TestAliasAsKeyCarriesNoMark: a value aliased into a key's place is a plain key,
+// in params and in error messages alike.
+func TestAliasAsKeyCarriesNoMark(t *testing.T) {
+	c, err := parse(t, `
+providers:
+  - name: a
+    base_url: http://x/v1
+    model: &k "${TEAM:-blue}"
+    params: {*k : 1}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Providers[0].Params["${TEAM:-blue}"] != 1 {
+		t.Fatalf("params %q", c.Providers[0].Params)
+	}
+	_, err = parse(t, "providers:\n  - {name: a, base_url: http://x/v1, model: &k \"${HDR}\", headers: {*k : blue}}\n")
+	if err == nil || strings.Contains(err.Error(), "\x00") || !strings.Contains(err.Error(), `"${HDR}" is not a valid header name`) {
+		t.Fatalf("error %q", err)
+	}
+}
+
+func TestSQLiteMemoryRefused(t *testing.T) {
+	if _, err := parse(t, minimal+"store: \"sqlite://:memory:\"\n"); err == nil || !strings.Contains(err.Error(), "use memory://") {
+		t.Fatalf("err %v", err)
+	}
+}

@@ -320,12 +320,18 @@ func stringKeys(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, e := range x {
+			if key, marked := strings.CutPrefix(k, stringMark); marked {
+				// A marked value used as a key through an alias: keys stay as written.
+				delete(x, k)
+				x[key] = stringKeys(e)
+				continue
+			}
 			x[k] = stringKeys(e)
 		}
 	case map[any]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
-			key := fmt.Sprint(k)
+			key := strings.TrimPrefix(fmt.Sprint(k), stringMark)
 			if k == nil {
 				key = "null" // as YAML writes it
 			}

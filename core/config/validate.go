@@ -129,6 +129,8 @@ func (c *Config) validate(d *decoder, opts Options) {
 		d.errorf("store", "unknown store %q (use sqlite://, redis:// or memory://)", u.Scheme+"://")
 	} else if u.Scheme == "sqlite" && u.Host+u.Path == "" {
 		d.errorf("store", "sqlite:// needs a path, like sqlite://data/ralf.db")
+	} else if u.Scheme == "sqlite" && u.Host+u.Path == ":memory:" {
+		d.errorf("store", "sqlite://:memory: is not a file; for a store in memory use memory://")
 	} else if u.Scheme == "redis" && u.Host == "" {
 		d.errorf("store", "redis:// needs a host, like redis://127.0.0.1:6379/0")
 	} else if db := strings.Trim(u.Path, "/"); u.Scheme == "redis" && db != "" {

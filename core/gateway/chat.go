@@ -103,7 +103,7 @@ func (s *snapshot) resolveProvider(name string) (int, *httpError) {
 	if s.disabled[name] {
 		return -1, badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", name)
 	}
-	return -1, badRequest("unknown provider %q; available: %s", truncate(name, 40), strings.Join(s.names(), ", "))
+	return -1, badRequest("unknown provider %q; available: %s", truncate(middleware.RedactKeys(name), 40), strings.Join(s.names(), ", "))
 }
 
 // resolveModel maps an OpenAI "model" to a provider: "", "auto" → the ring; a provider
@@ -135,7 +135,7 @@ func (s *snapshot) resolveModel(model string) (int, string, *httpError) {
 		}
 		return -1, "", badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", model)
 	}
-	return -1, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(model, 80))}
+	return -1, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(middleware.RedactKeys(model), 80))}
 }
 
 func (s *snapshot) names() []string {

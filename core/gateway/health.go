@@ -94,8 +94,8 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request, s *snapshot
 	id := mux.Vars(r)["id"]
 	i, override, he := s.resolveModel(id)
 	switch {
-	case he != nil:
-		apierr.Write(w, r, he.status, he.msg)
+	case he != nil: // a disabled provider too: for this GET, it does not exist
+		apierr.Write(w, r, http.StatusNotFound, he.msg)
 	case i < 0:
 		writeJSON(w, http.StatusOK, autoModel)
 	default:

@@ -66,7 +66,7 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 	r.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"name":      "ralf",
-			"endpoints": []string{"POST /chat", "POST /v1/chat/completions", "GET /v1/models", "GET /health", "GET /metrics", "/admin/keys"},
+			"endpoints": []string{"POST /chat", "POST /v1/chat/completions", "GET /v1/models", "GET /v1/models/{id}", "GET /health", "GET /metrics", "/admin/keys"},
 		})
 	}).Methods(http.MethodGet)
 

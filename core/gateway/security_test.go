@@ -226,6 +226,7 @@ store: memory://
 		{"managed key glued to the admin path", "DELETE", "/admin/keys" + created.APIKey, "", bearer(secMaster), 404},
 		{"managed key in another case of the admin path", "DELETE", "/admin/Keys/" + created.APIKey, "", bearer(secMaster), 404},
 		{"managed key in an unknown path", "GET", "/v1/" + created.APIKey, "", bearer(secStatic1), 404},
+		{"managed key as a model id", "GET", "/v1/models/" + created.APIKey, "", bearer(secStatic1), 404},
 		{"bad JSON", "POST", "/chat", `{"messages":[`, bearer(secStatic1), 400},
 		{"bad JSON with the key in it", "POST", "/v1/chat/completions", `{"model":"` + secStatic1 + `","messages":[` + secMaster, bearer(secStatic1), 400},
 	}

@@ -183,3 +183,14 @@ func TestReloadWarnsAboutWhatNeedsARestart(t *testing.T) {
 		t.Errorf("back to the settings in use, still warned: %v", after[before:])
 	}
 }
+
+// TestRetrieveDisabledModelIs404: for GET /v1/models/{id}, a disabled provider does
+// not exist (a 400 on a GET would make SDKs raise a bad-request error).
+func TestRetrieveDisabledModelIs404(t *testing.T) {
+	e := newEnv(t, "providers:\n  - {name: m, base_url: \"{{MOCK}}/v1\", model: mock}\n  - {name: off, enabled: false, base_url: \"{{MOCK}}/v1\", model: mock2}\nstore: memory://\n")
+	for _, id := range []string{"off", "off/x"} {
+		if r := e.do(http.MethodGet, "/v1/models/"+id, ""); r.status != 404 || !strings.Contains(r.body, "disabled") {
+			t.Errorf("GET /v1/models/%s: %d %s, want 404 saying it is disabled", id, r.status, r.body)
+		}
+	}
+}
