@@ -384,3 +384,18 @@ store: memory://
 		}
 	}
 }
+
+// TestExtrasPassThrough: OpenAI fields ralf does not handle itself go upstream as
+// sent (user included), and a null one does not erase a params default.
+func TestExtrasPassThrough(t *testing.T) {
+	e := newEnv(t, `
+providers:
+  - {name: m, base_url: "{{MOCK}}/v1", model: mock, params: {seed: 1}}
+store: memory://
+`)
+	r := e.do(http.MethodPost, "/v1/chat/completions", `{"user":"u-42","seed":null,"messages":[{"role":"user","content":"Hi"}]}`)
+	up := string(e.mock.LastRequest().Body)
+	if r.status != 200 || !strings.Contains(up, `"user":"u-42"`) || !strings.Contains(up, `"seed":1`) {
+		t.Fatalf("status %d, upstream got %s; want user passed and the seed default kept", r.status, up)
+	}
+}

@@ -138,6 +138,9 @@ func (c *content) UnmarshalJSON(b []byte) error {
 				c.err = fmt.Sprintf("part %d: only text parts ({\"type\":\"text\",\"text\":...}) are supported", i)
 				return nil
 			}
+			if i > 0 {
+				sb.WriteByte('\n') // as vLLM joins them: words of two parts must not run together
+			}
 			sb.WriteString(*p.Text)
 		}
 		c.text = sb.String()
@@ -260,8 +263,7 @@ type openAIBody struct {
 
 // known fields are handled above; everything else is passed to the dialect verbatim.
 var openAIKnown = map[string]bool{"model": true, "messages": true, "stream": true, "stream_options": true,
-	"temperature": true, "top_p": true, "max_tokens": true, "max_completion_tokens": true, "stop": true, "n": true,
-	"user": true}
+	"temperature": true, "top_p": true, "max_tokens": true, "max_completion_tokens": true, "stop": true, "n": true}
 
 type openAIRequest struct {
 	req          *llm.ChatRequest

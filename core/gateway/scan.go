@@ -176,8 +176,6 @@ func scanOpenAI(body []byte, b *openAIBody, extra *map[string]json.RawMessage) b
 			if err == nil {
 				b.Stop = body[i:next]
 			}
-		case "user":
-			next, err = s.sc.Skip(i, 1)
 		default:
 			if !utf8.Valid(key) { // encoding/json would replace the bad bytes
 				return 0, errSlow

@@ -119,7 +119,7 @@ func (p *Provider) Name() string { return p.cfg.Name }
 // generationKeys maps OpenAI-style parameter names to Gemini's generationConfig.
 var generationKeys = map[string]string{
 	"temperature": "temperature", "top_p": "topP", "top_k": "topK", "max_tokens": "maxOutputTokens",
-	"max_output_tokens": "maxOutputTokens", "stop": "stopSequences", "presence_penalty": "presencePenalty",
+	"max_completion_tokens": "maxOutputTokens", "max_output_tokens": "maxOutputTokens", "stop": "stopSequences", "presence_penalty": "presencePenalty",
 	"frequency_penalty": "frequencyPenalty", "seed": "seed", "candidate_count": "candidateCount",
 	"response_mime_type": "responseMimeType",
 }

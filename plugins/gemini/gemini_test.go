@@ -119,6 +119,13 @@ func TestRequestBody(t *testing.T) {
 				"generationConfig":{"temperature":0.2,"topP":0.5,"maxOutputTokens":77,"stopSequences":["END"]}}`,
 		},
 		{
+			name:   "max_completion_tokens in params is maxOutputTokens",
+			params: map[string]any{"max_completion_tokens": 100},
+			req:    llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}}},
+			want: `{"contents":[{"role":"user","parts":[{"text":"hi"}]}],
+				"generationConfig":{"maxOutputTokens":100}}`,
+		},
+		{
 			name:   "params as defaults",
 			params: map[string]any{"temperature": 0.9, "max_tokens": 10, "stop": "X"},
 			req:    llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}}},

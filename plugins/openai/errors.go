@@ -93,11 +93,8 @@ func messageFromBody(body []byte) string {
 	if !utf8.Valid(body) {
 		body = bytes.ToValidUTF8(body, []byte("\uFFFD"))
 	}
-	if len(body) > 4*maxMessage {
-		// Only the start is shown; the cut is past the final bound so that
-		// llm.Sanitize (which runs on the excerpt) never shows a partially cut key.
-		body = body[:4*maxMessage]
-	}
+	// Uncut: llm.Sanitize redacts keys before it bounds the message, so no key is
+	// ever shown cut in half (the body itself is bounded when it is read).
 	return string(body)
 }
 

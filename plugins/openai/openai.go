@@ -206,7 +206,8 @@ func (p *Provider) body(req *llm.ChatRequest) ([]byte, error) {
 		}
 	}
 	for k, v := range req.Extra {
-		if !reserved[k] && len(v) > 0 {
+		// A null is "not set", as for the known fields: it does not erase a default.
+		if !reserved[k] && len(v) > 0 && string(bytes.TrimSpace(v)) != "null" {
 			rest[k] = v
 		}
 	}

@@ -607,3 +607,22 @@ func TestConfiguredHeaderNamesKeepTheirCase(t *testing.T) {
 		t.Errorf("user-agent must go out once, as configured:\n%s", h)
 	}
 }
+
+// TestLongErrorBodyNeverShowsPartOfTheKey: an upstream that echoes the key far into a
+// long error page, after padding that folds away, never shows any of it.
+func TestLongErrorBodyNeverShowsPartOfTheKey(t *testing.T) {
+	const key = "3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c" // no shape a key pattern would catch: only the key itself
+	body := []byte("<html><body>Bad request " + strings.Repeat(" ", 1160) + key + " was refused</body></html>")
+	up := newUpstream(t, replay(400, http.Header{"Content-Type": {"text/html"}}, body))
+	p := newTestProvider(t, up.URL, func(c *config.Provider) { c.APIKey = key })
+	_, err := p.ChatStream(context.Background(), userReq(false))
+	var ue *llm.UpstreamError
+	if !errors.As(err, &ue) {
+		t.Fatalf("err %v", err)
+	}
+	for i := 0; i+8 <= len(key); i++ {
+		if strings.Contains(ue.Message, key[i:i+8]) {
+			t.Fatalf("message %q shows part of the key (%q)", ue.Message, key[i:i+8])
+		}
+	}
+}
