@@ -182,3 +182,34 @@ store: sqlite://`+filepath.ToSlash(db)+`
 		}
 	}
 }
+
+// TestKeysFlagsAnywhere: --config (or -c) after the subcommand names the config, as
+// before it; it never becomes part of a key's name or leaves the key in another store.
+func TestKeysFlagsAnywhere(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	other := filepath.Join(dir, "other.yaml")
+	os.WriteFile("gateway.yaml", []byte("providers:\n  - {name: m, base_url: \"http://127.0.0.1:1/v1\", model: m}\nstore: sqlite://cwd.db\n"), 0o600)
+	os.WriteFile(other, []byte("providers:\n  - {name: m, base_url: \"http://127.0.0.1:1/v1\", model: m}\nstore: sqlite://other.db\n"), 0o600)
+	run1 := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), append([]string{"keys"}, args...), &out, &errb); err != nil {
+			t.Fatalf("ralf keys %q: %v %s", args, err, errb.String())
+		}
+		return out.String()
+	}
+	if out := run1("create", "mobile", "app", "--config", other); !strings.Contains(out, `Created key "mobile app"`) {
+		t.Fatalf("create: %s", out)
+	}
+	run1("create", "web", "-c", other)
+	if out := run1("list", "--config", other); !strings.Contains(out, "mobile app") || !strings.Contains(out, "web") {
+		t.Fatalf("the keys are not in other.yaml's store:\n%s", out)
+	}
+	if out := run1("list"); strings.Contains(out, "mobile") || strings.Contains(out, "web") {
+		t.Fatalf("a key went to the current directory's store:\n%s", out)
+	}
+	if out := run1("create", "--", "-dash"); !strings.Contains(out, `Created key "-dash"`) {
+		t.Fatalf("after --: %s", out)
+	}
+}

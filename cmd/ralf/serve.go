@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -251,6 +252,26 @@ store: memory://
 `
 }
 
+// parseInterspersed parses fs's flags wherever they stand among the arguments
+// (ralf keys create NAME --config FILE) and returns the other arguments; after
+// "--" everything is an argument.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			return rest, nil
+		}
+		if len(args) > len(left) && args[len(args)-len(left)-1] == "--" {
+			return append(rest, left...), nil
+		}
+		rest, args = append(rest, left[0]), left[1:]
+	}
+}
+
 func cmdMock(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("mock", stderr)
 	addr := fs.String("listen", "127.0.0.1:9100", "address to listen on")
@@ -279,7 +300,9 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		def = "gateway.yaml"
 	}
 	path := fs.String("config", def, "path to gateway.yaml (its store: setting is used)")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(path, "c", def, "shorthand for --config")
+	args, err := parseInterspersed(fs, args)
+	if err != nil {
 		return exitError(2)
 	}
 	cfg, err := loadConfig(*path)
@@ -304,7 +327,7 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer st.Close()
 	keys := auth.NewKeys(st, log, auth.KeysOptions{})
 	defer keys.Close()
-	if err := auth.KeysCommand(ctx, fs.Args(), keys, stdout); err != nil {
+	if err := auth.KeysCommand(ctx, args, keys, stdout); err != nil {
 		if errors.Is(err, auth.ErrUsage) {
 			fmt.Fprintf(stderr, "ralf keys: %v\nusage: ralf keys [--config FILE] create NAME | list | revoke ID|KEY\n", err)
 			return exitError(2)

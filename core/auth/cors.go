@@ -91,9 +91,17 @@ func preflightHeaders(requested string) string {
 	return requested
 }
 
-// normOrigin compares origins without case or a trailing slash.
+// normOrigin compares origins without case, a trailing slash or the scheme's
+// default port (browsers never send :443 or :80).
 func normOrigin(o string) string {
-	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(o)), "/")
+	o = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(o)), "/")
+	switch {
+	case strings.HasPrefix(o, "https://"):
+		o = strings.TrimSuffix(o, ":443")
+	case strings.HasPrefix(o, "http://"):
+		o = strings.TrimSuffix(o, ":80")
+	}
+	return o
 }
 
 // validHeaderName reports whether h is an RFC 9110 token.

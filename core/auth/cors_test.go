@@ -15,7 +15,7 @@ func TestCORS(t *testing.T) {
 		apierr.Write(w, r, http.StatusForbidden, "Invalid API key")
 	})
 	star := config.CORS{AllowedOrigins: []string{"*"}}
-	list := config.CORS{AllowedOrigins: []string{"https://app.example.com", "http://localhost:5173/"}}
+	list := config.CORS{AllowedOrigins: []string{"https://app.example.com", "http://localhost:5173/", "https://admin.example.com:443"}}
 	preflight := func(origin, headers string) map[string]string {
 		m := map[string]string{"Origin": origin, "Access-Control-Request-Method": "POST"}
 		if headers != "" {
@@ -48,6 +48,8 @@ func TestCORS(t *testing.T) {
 			want: map[string]string{"Access-Control-Allow-Origin": "https://app.example.com", "Access-Control-Allow-Credentials": "true", "Access-Control-Max-Age": "600"}},
 		{name: "list request allowed, trailing slash in config", cfg: list, req: reqSpec{headers: map[string]string{"Origin": "http://localhost:5173"}}, status: 403, reached: true,
 			want: map[string]string{"Access-Control-Allow-Origin": "http://localhost:5173", "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}},
+		{name: "list request allowed, default port in config", cfg: list, req: reqSpec{headers: map[string]string{"Origin": "https://admin.example.com"}}, status: 403, reached: true,
+			want: map[string]string{"Access-Control-Allow-Origin": "https://admin.example.com"}},
 		{name: "list preflight disallowed", cfg: list, req: reqSpec{method: http.MethodOptions, headers: preflight("https://evil.test", "")}, status: 204,
 			want: map[string]string{"Access-Control-Allow-Origin": "", "Access-Control-Allow-Methods": "", "Access-Control-Allow-Credentials": ""}},
 		{name: "list request disallowed", cfg: list, req: reqSpec{headers: map[string]string{"Origin": "https://app.example.com.evil.test"}}, status: 403, reached: true,

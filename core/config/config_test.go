@@ -308,6 +308,9 @@ func TestBadOriginsFromTheEnvironmentAreNotEchoed(t *testing.T) {
 	if _, err := parse(t, minimal+"cors: {allowed_origins: [bad]}\n"); err == nil || !strings.Contains(err.Error(), `"bad"`) {
 		t.Errorf("a value written in the file is quoted: %v", err)
 	}
+	if _, err := parse(t, minimal+"cors: {allowed_origins: [\"https://*.example.com\"]}\n"); err == nil || !strings.Contains(err.Error(), "no wildcards") {
+		t.Errorf("a wildcard origin never matches a browser's Origin and must be refused: %v", err)
+	}
 }
 
 func TestProtectMetricsWithoutMasterKeyWarns(t *testing.T) {

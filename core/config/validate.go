@@ -144,14 +144,14 @@ func (c *Config) validate(d *decoder, opts Options) {
 			continue
 		}
 		u, err := url.Parse(o)
-		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || strings.Contains(u.Host, "*") {
 			p := fmt.Sprintf("cors.allowed_origins[%d]", i)
 			if _, item := d.envTmpl[p]; !item {
 				if _, list := d.envTmpl["cors.allowed_origins"]; list {
 					p = "cors.allowed_origins" // one variable gave the whole list
 				}
 			}
-			d.errorf(p, "%s must be \"*\" or an origin like https://app.example.com", d.q(p, o))
+			d.errorf(p, "%s must be \"*\" or an origin like https://app.example.com (no wildcards: list each origin)", d.q(p, o))
 		}
 	}
 	if c.Auth.ProtectMetrics && c.Auth.MasterKey == "" {

@@ -415,7 +415,11 @@ if count < limit then
   allowed = 1
 end
 local reset = now + window
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+-- Refused: a slot frees when the entry that brings the count under the limit
+-- leaves (past the oldest when the limit was lowered under the count).
+local at = 0
+if allowed == 0 then at = count - limit end
+local oldest = redis.call('ZRANGE', key, at, at, 'WITHSCORES')
 if oldest[2] then reset = tonumber(oldest[2]) + window end
 redis.call('PEXPIRE', key, math.ceil(window / 1000))
 return {allowed, count, now, reset}

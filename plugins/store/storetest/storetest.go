@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 		{"AllowExactUnderConcurrency", testAllowConcurrent},
 		{"AllowDecisionFields", testAllowFields},
 		{"AllowWindowSlides", testAllowSlides},
+		{"AllowLoweredLimitRetryAfter", testAllowLoweredLimit},
 		{"AllowBucketsIndependent", testAllowBuckets},
 		{"AllowInvalidArguments", testAllowInvalid},
 		{"CanceledContext", testCanceled},
@@ -489,6 +490,31 @@ func testAllowFields(t *testing.T, open func(*testing.T) store.Store, _ config) 
 	}
 	if got := time.Until(d.ResetAt); got-d.RetryAfter > slack || d.RetryAfter-got > slack {
 		t.Errorf("retryAfter %v disagrees with resetAt in %v", d.RetryAfter, got)
+	}
+}
+
+// testAllowLoweredLimit: after a reload lowers the limit under the count, a refused
+// request is told when a slot really frees: when the newer entry leaves, not the
+// oldest (its Retry-After would otherwise bring another 429).
+func testAllowLoweredLimit(t *testing.T, open func(*testing.T) store.Store, _ config) {
+	ctx := ctxT(t)
+	s := open(t)
+	const window = 20 * time.Second
+	for i := range 2 {
+		if i == 1 {
+			time.Sleep(2 * time.Second) // the two entries are 2s apart
+		}
+		if d, err := s.Allow(ctx, "lowered", 2, window); err != nil || !d.Allowed {
+			t.Fatalf("request %d: %+v %v", i, d, err)
+		}
+	}
+	d, err := s.Allow(ctx, "lowered", 1, window) // the limit is now 1: both must leave
+	if err != nil || d.Allowed {
+		t.Fatalf("over the lowered limit: %+v %v", d, err)
+	}
+	// The newer entry leaves about 20s from now; the older one about 18s from now.
+	if d.RetryAfter < window-time.Second {
+		t.Errorf("retryAfter %v, want about %v (when the newer entry leaves)", d.RetryAfter, window)
 	}
 }
 

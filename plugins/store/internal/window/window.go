@@ -84,10 +84,13 @@ func (l *Limiter) Allow(key string, limit int, window time.Duration) (store.Deci
 	}
 	d.Remaining = max(limit-n, 0)
 	reset := b.oldest() + window
-	d.ResetAt = l.base.Add(reset)
 	if !d.Allowed {
+		// A slot frees when the entry that brings the count under the limit leaves:
+		// past the oldest one when a reload has lowered the limit under the count.
+		reset = b.log[b.head+n-limit] + window
 		d.RetryAfter = max(reset-now, time.Millisecond)
 	}
+	d.ResetAt = l.base.Add(reset)
 	return d, nil
 }
 

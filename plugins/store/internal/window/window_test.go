@@ -132,3 +132,22 @@ func TestInvalid(t *testing.T) {
 		}
 	}
 }
+
+// TestLoweredLimitRetryAfter: after a reload lowers the limit under the count, the
+// refused request is told when a slot really frees, not when the oldest entry leaves.
+func TestLoweredLimitRetryAfter(t *testing.T) {
+	c := &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	l := NewWithClock(c.now)
+	start := c.now()
+	for _, at := range []time.Duration{0, time.Second, 2 * time.Second} {
+		c.t = start.Add(at)
+		if d, _ := l.Allow("b", 3, 10*time.Second); !d.Allowed {
+			t.Fatalf("at %v: refused", at)
+		}
+	}
+	c.t = start.Add(3 * time.Second)
+	d, _ := l.Allow("b", 1, 10*time.Second) // the limit is now 1: all three must leave
+	if d.Allowed || d.RetryAfter != 9*time.Second || !d.ResetAt.Equal(start.Add(12*time.Second)) {
+		t.Fatalf("%+v; want refused, retry after 9s (when the newest entry leaves)", d)
+	}
+}
