@@ -36,17 +36,40 @@ var (
 func Sanitize(msg, apiKey string, max int) string {
 	if apiKey != "" {
 		msg = strings.ReplaceAll(msg, apiKey, redacted)
+		msg = redactCutKey(msg, apiKey)
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	if max > 0 && len(msg) > 4*max {
+		// Only the start can be shown: the key patterns below need not scan a whole
+		// error page. A token cut here lies past the final bound.
+		msg = msg[:runeStart(msg, 4*max)]
 	}
 	msg = reKeyToken.ReplaceAllString(msg, redacted)
 	msg = reBearer.ReplaceAllString(msg, "Bearer "+redacted)
 	msg = reKeyParam.ReplaceAllString(msg, "${1}="+redacted)
 	msg = strings.Join(strings.Fields(msg), " ")
 	if max > 0 && len(msg) > max {
-		cut := max - len("…")
-		for cut > 0 && !utf8.RuneStart(msg[cut]) {
-			cut--
+		msg = msg[:runeStart(msg, max-len("…"))] + "…"
+	}
+	return msg
+}
+
+// runeStart is the largest i <= n where a rune of s starts (s longer than n).
+func runeStart(s string, n int) int {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return n
+}
+
+// redactCutKey redacts the start of the key where msg ends with it: a body cut when
+// it was read may end inside an echoed key.
+func redactCutKey(msg, key string) string {
+	const minPart = 4
+	for n := min(len(key)-1, len(msg)); n >= minPart; n-- {
+		if strings.HasSuffix(msg, key[:n]) {
+			return msg[:len(msg)-n] + redacted
 		}
-		msg = msg[:cut] + "…"
 	}
 	return msg
 }

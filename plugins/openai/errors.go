@@ -93,8 +93,8 @@ func messageFromBody(body []byte) string {
 	if !utf8.Valid(body) {
 		body = bytes.ToValidUTF8(body, []byte("\uFFFD"))
 	}
-	// Uncut: llm.Sanitize redacts keys before it bounds the message, so no key is
-	// ever shown cut in half (the body itself is bounded when it is read).
+	// Uncut: llm.Sanitize redacts the key before it bounds the message, so no key is
+	// ever shown cut in half, not even one cut where the body's read stopped.
 	return string(body)
 }
 

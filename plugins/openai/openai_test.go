@@ -625,4 +625,13 @@ func TestLongErrorBodyNeverShowsPartOfTheKey(t *testing.T) {
 			t.Fatalf("message %q shows part of the key (%q)", ue.Message, key[i:i+8])
 		}
 	}
+	// The same key cut where the body's read stops (maxErrorBody).
+	head := "<html><body>Bad request "
+	body = []byte(head + strings.Repeat(" ", maxErrorBody-len(head)-16) + key + " was refused</body></html>")
+	up = newUpstream(t, replay(400, http.Header{"Content-Type": {"text/html"}}, body))
+	p = newTestProvider(t, up.URL, func(c *config.Provider) { c.APIKey = key })
+	_, err = p.ChatStream(context.Background(), userReq(false))
+	if !errors.As(err, &ue) || strings.Contains(ue.Message, key[:8]) {
+		t.Fatalf("cut at the read limit: %v", err)
+	}
 }
