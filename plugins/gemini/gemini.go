@@ -10,8 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,15 +88,38 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 		m[k] = b
 		return nil
 	}
-	for k, v := range cfg.Params {
+	// In a fixed order, so that when several params set one Gemini field the same one
+	// always wins: OpenAI-style names first, then names in Gemini form, then the
+	// generationConfig mapping, the most explicit; alphabetically within each.
+	keys := make([]string, 0, len(cfg.Params))
+	for k := range cfg.Params {
+		keys = append(keys, k)
+	}
+	rank := func(k string) int {
+		switch {
+		case k == "generationConfig":
+			return 2
+		case generationKeys[k] != "" && generationKeys[k] != k:
+			return 0
+		}
+		return 1
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if ri, rj := rank(keys[i]), rank(keys[j]); ri != rj {
+			return ri < rj
+		}
+		return keys[i] < keys[j]
+	})
+	for _, k := range keys {
+		v := cfg.Params[k]
 		switch {
 		case k == "generationConfig":
 			gm, ok := v.(map[string]any)
 			if !ok {
 				return nil, fmt.Errorf("%s: params.generationConfig must be a mapping", cfg.Name)
 			}
-			for gk, gv := range gm {
-				if err := put(p.gen, gk, gv); err != nil {
+			for _, gk := range slices.Sorted(maps.Keys(gm)) {
+				if err := put(p.gen, gk, gm[gk]); err != nil {
 					return nil, err
 				}
 			}

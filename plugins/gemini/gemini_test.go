@@ -126,6 +126,13 @@ func TestRequestBody(t *testing.T) {
 				"generationConfig":{"maxOutputTokens":100}}`,
 		},
 		{
+			name:   "several names for one field: the Gemini name wins",
+			params: map[string]any{"max_tokens": 100, "max_completion_tokens": 200, "maxOutputTokens": 300},
+			req:    llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}}},
+			want: `{"contents":[{"role":"user","parts":[{"text":"hi"}]}],
+				"generationConfig":{"maxOutputTokens":300}}`,
+		},
+		{
 			name:   "params as defaults",
 			params: map[string]any{"temperature": 0.9, "max_tokens": 10, "stop": "X"},
 			req:    llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}}},
@@ -550,5 +557,25 @@ func TestConcurrentOverrides(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestParamsOrderIsFixed: two OpenAI-style names for one Gemini field give the same
+// request every time, not whichever the map's order brings last.
+func TestParamsOrderIsFixed(t *testing.T) {
+	var first string
+	for i := 0; i < 30; i++ {
+		p := providerAt(t, "http://127.0.0.1:1", func(c *config.Provider) {
+			c.Params = map[string]any{"max_tokens": 100, "max_completion_tokens": 200, "stop": "X", "stopSequences": []any{"Y"}}
+		})
+		b, err := p.(*Provider).body(&llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = string(b)
+		} else if string(b) != first {
+			t.Fatalf("run %d: %s, run 0: %s", i, b, first)
+		}
 	}
 }
