@@ -41,7 +41,7 @@ type Decision struct {
 	Allowed    bool
 	Limit      int
 	Remaining  int
-	ResetAt    time.Time     // when the oldest counted request leaves the window
+	ResetAt    time.Time     // when a slot frees: the oldest counted request leaves (or, over a lowered limit, the one that brings the count under it)
 	RetryAfter time.Duration // > 0 when not allowed
 }
 

@@ -418,7 +418,7 @@ local reset = now + window
 -- Refused: a slot frees when the entry that brings the count under the limit
 -- leaves (past the oldest when the limit was lowered under the count).
 local at = 0
-if allowed == 0 then at = count - limit end
+if allowed == 0 then at = count - limit end -- 0-based: the (count-limit+1)th oldest
 local oldest = redis.call('ZRANGE', key, at, at, 'WITHSCORES')
 if oldest[2] then reset = tonumber(oldest[2]) + window end
 redis.call('PEXPIRE', key, math.ceil(window / 1000))

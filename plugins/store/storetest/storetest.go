@@ -494,27 +494,29 @@ func testAllowFields(t *testing.T, open func(*testing.T) store.Store, _ config) 
 }
 
 // testAllowLoweredLimit: after a reload lowers the limit under the count, a refused
-// request is told when a slot really frees: when the newer entry leaves, not the
-// oldest (its Retry-After would otherwise bring another 429).
+// request is told when a slot really frees (its Retry-After would otherwise bring
+// another 429): with three entries 1s apart and the limit now 2, when the middle one
+// leaves, not the oldest nor the newest.
 func testAllowLoweredLimit(t *testing.T, open func(*testing.T) store.Store, _ config) {
 	ctx := ctxT(t)
 	s := open(t)
 	const window = 20 * time.Second
-	for i := range 2 {
-		if i == 1 {
-			time.Sleep(2 * time.Second) // the two entries are 2s apart
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(time.Second)
 		}
-		if d, err := s.Allow(ctx, "lowered", 2, window); err != nil || !d.Allowed {
+		if d, err := s.Allow(ctx, "lowered", 3, window); err != nil || !d.Allowed {
 			t.Fatalf("request %d: %+v %v", i, d, err)
 		}
 	}
-	d, err := s.Allow(ctx, "lowered", 1, window) // the limit is now 1: both must leave
+	d, err := s.Allow(ctx, "lowered", 2, window)
 	if err != nil || d.Allowed {
 		t.Fatalf("over the lowered limit: %+v %v", d, err)
 	}
-	// The newer entry leaves about 20s from now; the older one about 18s from now.
-	if d.RetryAfter < window-time.Second {
-		t.Errorf("retryAfter %v, want about %v (when the newer entry leaves)", d.RetryAfter, window)
+	// From now, the oldest entry leaves in about 18s, the middle one in about 19s,
+	// the newest in about 20s.
+	if d.RetryAfter < window-1500*time.Millisecond || d.RetryAfter > window-500*time.Millisecond {
+		t.Errorf("retryAfter %v, want about %v (when the middle entry leaves)", d.RetryAfter, window-time.Second)
 	}
 }
 

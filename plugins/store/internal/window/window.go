@@ -36,7 +36,7 @@ type shard struct {
 }
 
 // bucket is the log of accepted requests still inside the window, oldest
-// first, as offsets from Limiter.base. It holds at most limit entries.
+// first, as offsets from Limiter.base. It holds at most limit entries (more for a while after the limit was lowered).
 type bucket struct {
 	log    []time.Duration
 	head   int
