@@ -647,6 +647,25 @@ func (c *conn) buffered() int {
 	return n
 }
 
+// tlsIdle reports whether a TLS connection holds no decrypted bytes nobody asked
+// for. A large body is read straight into the caller's buffer, so bytes an upstream
+// sent past the answer's end in the same record stay inside tls.Conn, where neither
+// buffered nor the socket peek see them: they would be the next request's answer.
+// A read that takes only what is at hand finds them; it also digests whole records
+// already buffered that carry no data (TLS 1.3 tickets), as tls.Conn does.
+func (c *conn) tlsIdle() bool {
+	rr := c.lr.rr
+	if rr == nil {
+		return true
+	}
+	rr.noWait = true
+	var b [1]byte
+	n, err := c.nc.Read(b[:])
+	rr.noWait = false
+	var wb errWouldBlock
+	return n == 0 && errors.As(err, &wb)
+}
+
 // idle reports whether the socket fd has nothing to read and is still open.
 func idle(fd uintptr) bool {
 	var b [1]byte
@@ -678,7 +697,7 @@ func (c *conn) abort() { c.sock.Close() }
 // release ends a request on c: back to the pool when the answer was read whole and
 // the connection was not interrupted, closed otherwise.
 func (c *conn) release(stop func() bool, reusable bool) {
-	if stop() && reusable && c.buffered() == 0 && c.wrote() {
+	if stop() && reusable && c.buffered() == 0 && c.tlsIdle() && c.wrote() {
 		c.t.put(c)
 		return
 	}

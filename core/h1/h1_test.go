@@ -956,3 +956,70 @@ func TestTLSCutInsideARecordHeader(t *testing.T) {
 		t.Fatalf("read %q and a clean end, want an error", b)
 	}
 }
+
+// TestBytesPastTheAnswerAreNeverTheNextAnswer: an upstream that sends more than its
+// Content-Length, in the same write as the body's end, must not have those bytes read
+// as the next request's answer. Over TLS a large body is read straight into the
+// caller's buffer, so the extra bytes are left decrypted inside tls.Conn, where
+// neither the read buffers nor the socket show them.
+func TestBytesPastTheAnswerAreNeverTheNextAnswer(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		for _, size := range []int{100, 20 << 10, 70 << 10, 150 << 10} {
+			t.Run(fmt.Sprintf("tls=%v/size=%d", tlsOn, size), func(t *testing.T) {
+				var cfg *tls.Config
+				var tr *Transport
+				if tlsOn {
+					s := newServer(t, echo, true) // for its certificate
+					cfg, tr = s.TLS, newTransport(t, s)
+				} else {
+					tr = newTransport(t, nil)
+				}
+				u, _ := rawServerWith(t, cfg, 0, func(_ int, c net.Conn) {
+					br := bufio.NewReader(c)
+					for {
+						req, err := http.ReadRequest(br)
+						if err != nil {
+							return
+						}
+						io.Copy(io.Discard, req.Body)
+						if req.URL.Path != "/first" {
+							io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+							continue
+						}
+						fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+						time.Sleep(20 * time.Millisecond)
+						c.Write([]byte(strings.Repeat("a", size) + "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"))
+					}
+				})
+				c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+				res, err := c.Get(u + "/first")
+				if err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 64<<10) // large reads: the body bypasses the buffers
+				n := 0
+				for {
+					m, err := res.Body.Read(buf)
+					n += m
+					if err != nil {
+						break
+					}
+				}
+				res.Body.Close()
+				if n != size {
+					t.Fatalf("first answer: %d bytes, want %d", n, size)
+				}
+				time.Sleep(20 * time.Millisecond)
+				res, err = c.Get(u + "/second")
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if string(b) != "good" {
+					t.Fatalf("second answer %q: bytes left over from the first were taken for it", b)
+				}
+			})
+		}
+	}
+}
