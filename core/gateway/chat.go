@@ -573,6 +573,13 @@ func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, rv *receiver
 	}
 	g.m.Attempt(name, outcome)
 	now := time.Now()
+	// The provider's timeout ending a stream that had started is no sign of ill health:
+	// a long answer, or a client too slow to take it (while ralf waits on the client,
+	// the upstream waits on ralf), runs into it. Counting it would let slow clients
+	// put healthy providers in cooldown.
+	if providerTimeout && started {
+		return res
+	}
 	if p.health.Failure(now, s.cfg.Routing.FailureThreshold, s.cfg.Routing.Cooldown, retryAfterD) {
 		until, _ := p.health.CooldownUntil(now)
 		g.log.Warn("provider cooling down", zap.String("provider", name), zap.Time("until", until), zap.String("reason", res.err.Error()))

@@ -328,6 +328,34 @@ store: memory://
 	}
 }
 
+// TestSlowClientPastTheProvidersTimeout: a client too slow to take a long answer
+// makes the stream run into the provider's timeout; the stream ends with an error,
+// but the provider stays in the ring (or slow clients could take every provider out).
+func TestSlowClientPastTheProvidersTimeout(t *testing.T) {
+	e := newEnv(t, `
+routing: {failure_threshold: 1, cooldown: 60s}
+providers:
+  - {name: fast, base_url: "{{MOCK}}/v1", model: "mock+chunks=100000", timeout: 1s}
+store: memory://
+`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"model":"fast","stream":true,"messages":[{"role":"user","content":"Hello"}]}`
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	time.Sleep(2 * time.Second) // not reading, past the provider's 1s timeout
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.ReadAll(conn)
+	if !strings.Contains(string(got), "provider's timeout") {
+		t.Fatalf("the stream did not end at the provider's timeout (%d bytes)", len(got))
+	}
+	if h := e.health(); h.Providers[0].State != "up" {
+		t.Fatalf("a slow client put the provider in cooldown: %s", h.raw)
+	}
+}
+
 func TestModelResolution(t *testing.T) {
 	e := newEnv(t, `
 providers:
