@@ -8,7 +8,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/ralf-gateway/ralf/core/config"
@@ -41,11 +43,23 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, *httpE
 			return nil, &httpError{http.StatusUnsupportedMediaType, "Content-Type must be application/json, got " + mt}
 		}
 	}
+	// A client that trickles its body must not hold the handler forever: the server
+	// bounds only the head's read (ReadHeaderTimeout).
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err == nil {
+		// Cleared only after a whole body: after a failed read the deadline stays, so
+		// the server does not wait for the rest of the body before answering.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body too large (limit %d bytes)", max)}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, &httpError{http.StatusRequestTimeout, fmt.Sprintf("request body not received within %s", bodyReadTimeout)}
 		}
 		return nil, badRequest("could not read request body")
 	}
@@ -54,6 +68,9 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, *httpE
 	}
 	return body, nil
 }
+
+// bodyReadTimeout bounds the read of a request's body.
+var bodyReadTimeout = 30 * time.Second
 
 // jsonError explains a decoding error with its line and column.
 func jsonError(body []byte, err error) *httpError {

@@ -1,12 +1,18 @@
 package gateway_test
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/ralf-gateway/ralf/core/gateway"
 )
 
 const limitsYAML = `
@@ -193,5 +199,33 @@ func TestRetrieveDisabledModelIs404(t *testing.T) {
 		if r := e.do(http.MethodGet, "/v1/models/"+id, ""); r.status != 404 || !strings.Contains(r.body, "disabled") {
 			t.Errorf("GET /v1/models/%s: %d %s, want 404 saying it is disabled", id, r.status, r.body)
 		}
+	}
+}
+
+// TestSlowBodyIsCutOff: a client that sends its head and then trickles (or stops
+// sending) its body gets 408 once the body's read time is up, and the handler ends.
+func TestSlowBodyIsCutOff(t *testing.T) {
+	old := *gateway.BodyReadTimeout
+	*gateway.BodyReadTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { *gateway.BodyReadTimeout = old })
+	e := newEnv(t, "providers:\n  - {name: m, base_url: \"{{MOCK}}/v1\", model: mock}\nstore: memory://\n")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "not received within") {
+		t.Fatalf("status %d %s, want 408", res.StatusCode, b)
+	}
+	// A body that arrives in time is read as usual.
+	if r := e.chat(hello); r.status != 200 {
+		t.Fatalf("a normal request after it: %d %s", r.status, r.body)
 	}
 }
