@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -348,6 +349,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	// With a stream that says when it is about to wait for the network, flush then:
 	// one write per burst of upstream data instead of one per chunk.
 	var rc *http.ResponseController
+	wd := &writeDeadline{}
 	dirty := false
 	wn, coalesce := st.(llm.WaitNotifier)
 	if coalesce {
@@ -357,6 +359,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 				// A client that does not read blocks this flush: that time is not
 				// the upstream's silence, so the idle timer pauses meanwhile.
 				rv.timer.Stop()
+				wd.extend()
 				_ = rc.Flush()
 			}
 			// Bytes came since the last wait, perhaps only keep-alive comments that
@@ -376,6 +379,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	buf := (*bp)[:0]
 	defer func() { *bp = buf[:0]; bufPool.Put(bp) }()
 	rc = http.NewResponseController(w)
+	wd.rc = rc
 	committed := false
 	for {
 		c, err := rv.next()
@@ -408,6 +412,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 				continue
 			}
 			committed = true
+			wd.extend()
 			g.commit(w, fr, p, req, in)
 			g.m.StreamStart()
 			defer g.m.StreamEnd()
@@ -419,22 +424,24 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		}
 		if _, werr := w.Write(buf); werr != nil {
 			g.m.Attempt(p.cfg.Name, "cancelled")
-			in.Outcome, in.Err = "cancelled", "client closed the connection"
+			in.Outcome, in.Err = "cancelled", clientGone(werr)
 			return attemptResult{committed: true, err: werr}
 		}
 		if coalesce {
 			dirty = true
 			continue
 		}
+		wd.extend()
 		if ferr := rc.Flush(); ferr != nil {
 			g.m.Attempt(p.cfg.Name, "cancelled")
-			in.Outcome, in.Err = "cancelled", "client closed the connection"
+			in.Outcome, in.Err = "cancelled", clientGone(ferr)
 			return attemptResult{committed: true, err: ferr}
 		}
 	}
 	usage := g.done(p, rv)
 	buf = buf[:0]
 	if !committed {
+		wd.extend()
 		g.commit(w, fr, p, req, in)
 		g.m.StreamStart()
 		defer g.m.StreamEnd()
@@ -448,6 +455,33 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	// the handler returns, in one write.
 	clean = true
 	return attemptResult{committed: true}
+}
+
+// clientWriteTimeout bounds how long a client may take none of its answer: one that
+// stops reading is dropped then, freeing its handler and the upstream request.
+var clientWriteTimeout = 2 * time.Minute
+
+// writeDeadline keeps a write deadline on the client's connection, moved ahead only
+// once half of it is used, so that a stream's writes seldom touch a timer. It also
+// bounds the answer's last write; net/http clears it once the answer is written.
+type writeDeadline struct {
+	rc    *http.ResponseController
+	until time.Time
+}
+
+func (d *writeDeadline) extend() {
+	if now := time.Now(); d.until.Sub(now) < clientWriteTimeout/2 {
+		d.until = now.Add(clientWriteTimeout)
+		_ = d.rc.SetWriteDeadline(d.until)
+	}
+}
+
+// clientGone says why a write to the client failed.
+func clientGone(err error) string {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Sprintf("client took none of the answer for %s", clientWriteTimeout)
+	}
+	return "client closed the connection"
 }
 
 func hasOutput(fr framer, c *llm.Chunk) bool {
@@ -508,6 +542,7 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		msg["reasoning_content"] = reasoning.String()
 	}
 	w.Header().Set("X-Provider", p.cfg.Name)
+	(&writeDeadline{rc: http.NewResponseController(w)}).extend()
 	rv.in.TTFB = time.Since(rv.in.Start) // the whole answer is its first byte
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id":      "chatcmpl-" + rv.in.RequestID,

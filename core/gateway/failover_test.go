@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ralf-gateway/ralf/core/gateway"
 	"github.com/ralf-gateway/ralf/core/mock"
 )
 
@@ -515,5 +517,64 @@ store: memory://
 	}
 	if n := got.Load(); n != 0 {
 		t.Fatalf("the redirect was followed %d times: the provider's key went to another host", n)
+	}
+}
+
+// TestClientThatStopsReadingIsDropped: a client that takes none of its answer for
+// the client write timeout is dropped; its handler and the upstream stream end. The
+// same keep-alive connection's next request is not hit by the old deadline.
+func TestClientThatStopsReadingIsDropped(t *testing.T) {
+	old := *gateway.ClientWriteTimeout
+	*gateway.ClientWriteTimeout = 500 * time.Millisecond
+	t.Cleanup(func() { *gateway.ClientWriteTimeout = old })
+	e := newEnv(t, `
+providers:
+  - {name: fast, base_url: "{{MOCK}}/v1", model: "mock+chunks=1000000"}
+  - {name: ok, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"model":"fast","stream":true,"messages":[{"role":"user","content":"Hello"}]}`
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Request-Id: stalled\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	// Never read: the gateway's writes block, then time out.
+	waitFor(t, "the stalled request ended", func() bool {
+		for _, l := range e.logs.FilterLoggerName("access").All() {
+			if l.ContextMap()["request_id"] == "stalled" {
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, "the upstream stream closed", func() bool { return e.mock.Streams() == 0 })
+	// A keep-alive connection whose client pauses longer than the timeout between two
+	// streamed answers: the first one's deadline must not cut the second.
+	kc, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	br := bufio.NewReader(kc)
+	okBody := `{"provider":"ok","messages":[{"role":"user","content":"Hi"}]}`
+	for i := 0; i < 2; i++ {
+		if i == 0 {
+			fmt.Fprintf(kc, "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(okBody), okBody)
+		} else { // a request that sets no deadline of its own
+			io.WriteString(kc, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+		}
+		kc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d on the kept-alive connection: %v", i, err)
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || err != nil || len(b) == 0 {
+			t.Fatalf("request %d on the kept-alive connection: %d %q %v", i, res.StatusCode, b, err)
+		}
+		time.Sleep(800 * time.Millisecond) // past the first answer's write deadline
 	}
 }
