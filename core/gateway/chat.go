@@ -393,6 +393,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			}
 			if r.Context().Err() == nil {
 				buf = fr.fail(buf[:0], res.status, res.err.Error())
+				wd.extend()
 				_, _ = w.Write(buf)
 				_ = rc.Flush()
 				if _, text := fr.(chatText); text {
@@ -422,6 +423,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		if len(buf) == 0 {
 			continue
 		}
+		wd.extend() // a burst after a long upstream silence may write through at once
 		if _, werr := w.Write(buf); werr != nil {
 			g.m.Attempt(p.cfg.Name, "cancelled")
 			in.Outcome, in.Err = "cancelled", clientGone(werr)
@@ -431,7 +433,6 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			dirty = true
 			continue
 		}
-		wd.extend()
 		if ferr := rc.Flush(); ferr != nil {
 			g.m.Attempt(p.cfg.Name, "cancelled")
 			in.Outcome, in.Err = "cancelled", clientGone(ferr)
@@ -449,6 +450,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	}
 	buf = fr.end(buf, rv.finish, usage)
 	if len(buf) > 0 {
+		wd.extend()
 		_, _ = w.Write(buf)
 	}
 	// No flush: the server sends what is buffered with the end of the response when
