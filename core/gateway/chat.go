@@ -359,8 +359,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 				// A client that does not read blocks this flush: that time is not
 				// the upstream's silence, so the idle timer pauses meanwhile.
 				rv.timer.Stop()
-				wd.extend()
-				_ = rc.Flush()
+				_ = rc.Flush() // the deadline was moved ahead by the write just before
 			}
 			// Bytes came since the last wait, perhaps only keep-alive comments that
 			// Recv skips: the upstream is not silent.
@@ -413,7 +412,6 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 				continue
 			}
 			committed = true
-			wd.extend()
 			g.commit(w, fr, p, req, in)
 			g.m.StreamStart()
 			defer g.m.StreamEnd()
@@ -423,7 +421,8 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		if len(buf) == 0 {
 			continue
 		}
-		wd.extend() // a burst after a long upstream silence may write through at once
+		// Before each write: after a long upstream silence a burst may write through at once.
+		wd.extend()
 		if _, werr := w.Write(buf); werr != nil {
 			g.m.Attempt(p.cfg.Name, "cancelled")
 			in.Outcome, in.Err = "cancelled", clientGone(werr)
@@ -441,8 +440,8 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	}
 	usage := g.done(p, rv)
 	buf = buf[:0]
+	wd.extend() // for the end, written when the handler returns (the head too, if uncommitted)
 	if !committed {
-		wd.extend()
 		g.commit(w, fr, p, req, in)
 		g.m.StreamStart()
 		defer g.m.StreamEnd()
@@ -450,7 +449,6 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	}
 	buf = fr.end(buf, rv.finish, usage)
 	if len(buf) > 0 {
-		wd.extend()
 		_, _ = w.Write(buf)
 	}
 	// No flush: the server sends what is buffered with the end of the response when
