@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -211,4 +213,25 @@ func (e *env) health() healthView {
 	}
 	h.raw = r.body
 	return h
+}
+
+// rawConn is a connection to the gateway for tests that speak HTTP/1.1 by hand (a
+// client that stops reading, or sends half a body); it is closed with the test.
+func (e *env) rawConn() net.Conn {
+	e.t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// postRaw writes a POST with a JSON body on c, with extra header lines ("Name: value").
+func postRaw(c net.Conn, path, body string, headers ...string) {
+	var h strings.Builder
+	for _, l := range headers {
+		h.WriteString(l + "\r\n")
+	}
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s", path, h.String(), len(body), body)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -311,13 +310,9 @@ providers:
   - {name: fast, base_url: "{{MOCK}}/v1", model: "mock+chunks=100000"}
 store: memory://
 `)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := e.rawConn()
 	body := `{"model":"fast","stream":true,"messages":[{"role":"user","content":"Hello"}]}`
-	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	postRaw(conn, "/v1/chat/completions", body, "Connection: close")
 	time.Sleep(2 * time.Second) // not reading: the gateway's writes block for far longer than idle_timeout
 	// Then read again: the answer goes on, and the pause is nobody's failure.
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -340,13 +335,9 @@ providers:
   - {name: fast, base_url: "{{MOCK}}/v1", model: "mock+chunks=100000", timeout: 1s}
 store: memory://
 `)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := e.rawConn()
 	body := `{"model":"fast","stream":true,"messages":[{"role":"user","content":"Hello"}]}`
-	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	postRaw(conn, "/v1/chat/completions", body, "Connection: close")
 	time.Sleep(2 * time.Second) // not reading, past the provider's 1s timeout
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, _ := io.ReadAll(conn)
@@ -533,13 +524,9 @@ providers:
   - {name: ok, base_url: "{{MOCK}}/v1", model: "mock"}
 store: memory://
 `)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := e.rawConn()
 	body := `{"model":"fast","stream":true,"messages":[{"role":"user","content":"Hello"}]}`
-	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Request-Id: stalled\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	postRaw(conn, "/v1/chat/completions", body, "X-Request-Id: stalled")
 	// Never read: the gateway's writes block, then time out.
 	waitFor(t, "the stalled request ended", func() bool {
 		for _, l := range e.logs.FilterLoggerName("access").All() {
@@ -552,16 +539,12 @@ store: memory://
 	waitFor(t, "the upstream stream closed", func() bool { return e.mock.Streams() == 0 })
 	// A keep-alive connection whose client pauses longer than the timeout between two
 	// streamed answers: the first one's deadline must not cut the second.
-	kc, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	kc := e.rawConn()
 	br := bufio.NewReader(kc)
 	okBody := `{"provider":"ok","messages":[{"role":"user","content":"Hi"}]}`
 	for i := 0; i < 2; i++ {
 		if i == 0 {
-			fmt.Fprintf(kc, "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(okBody), okBody)
+			postRaw(kc, "/chat", okBody)
 		} else { // a request that sets no deadline of its own
 			io.WriteString(kc, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
 		}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -209,11 +208,7 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 	*gateway.BodyReadTimeout = 300 * time.Millisecond
 	t.Cleanup(func() { *gateway.BodyReadTimeout = old })
 	e := newEnv(t, "providers:\n  - {name: m, base_url: \"{{MOCK}}/v1\", model: mock}\nstore: memory://\n")
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := e.rawConn()
 	io.WriteString(conn, "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
