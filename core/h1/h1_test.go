@@ -283,6 +283,16 @@ func TestCancellation(t *testing.T) {
 	})
 }
 
+// serverTLS is, for a raw server, the TLS config to serve with (nil for plain HTTP)
+// and a Transport that trusts it.
+func serverTLS(t *testing.T, tlsOn bool) (*tls.Config, *Transport) {
+	if !tlsOn {
+		return nil, newTransport(t, nil)
+	}
+	s := newServer(t, echo, true) // for its certificate
+	return s.TLS, newTransport(t, s)
+}
+
 // rawServer accepts connections and runs fn on each, counting them.
 func rawServer(t *testing.T, fn func(n int, c net.Conn)) (string, *atomic.Int64) {
 	return rawServerWith(t, nil, 0, fn)
@@ -759,14 +769,7 @@ func TestEarlyAnswerOnAKeptConnection(t *testing.T) {
 func TestAnswerBeforeTheRequestIsWrittenSmallBuffers(t *testing.T) {
 	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
-			var cfg *tls.Config
-			var tr *Transport
-			if tlsOn {
-				s := newServer(t, echo, true) // for its certificate
-				cfg, tr = s.TLS, newTransport(t, s)
-			} else {
-				tr = newTransport(t, nil)
-			}
+			cfg, tr := serverTLS(t, tlsOn)
 			u, _ := rawServerWith(t, cfg, 4096, func(_ int, c net.Conn) {
 				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil { // the head only
 					return
@@ -966,14 +969,7 @@ func TestBytesPastTheAnswerAreNeverTheNextAnswer(t *testing.T) {
 	for _, tlsOn := range []bool{false, true} {
 		for _, size := range []int{100, 20 << 10, 70 << 10, 150 << 10} {
 			t.Run(fmt.Sprintf("tls=%v/size=%d", tlsOn, size), func(t *testing.T) {
-				var cfg *tls.Config
-				var tr *Transport
-				if tlsOn {
-					s := newServer(t, echo, true) // for its certificate
-					cfg, tr = s.TLS, newTransport(t, s)
-				} else {
-					tr = newTransport(t, nil)
-				}
+				cfg, tr := serverTLS(t, tlsOn)
 				u, _ := rawServerWith(t, cfg, 0, func(_ int, c net.Conn) {
 					br := bufio.NewReader(c)
 					for {
