@@ -492,14 +492,10 @@ func TestSymlinkIntoSubdirectory(t *testing.T) {
 	}
 }
 
-// TestConfigDirectoryReplaced: the config directory moved away and created again
-// (mv d d.old; mkdir d; cp ...) is watched again: later edits still reload.
-func TestConfigDirectoryReplaced(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "conf")
-	mustDo(t, os.Mkdir(dir, 0o755))
-	path := filepath.Join(dir, "gateway.yaml")
-	write(t, path, "v: 1\n")
-	h := start(t, path, harnessOpts{initial: "v: 1\n"})
+// replaceDir moves dir away and makes it again with a new config (v: 2), then
+// edits it (v: 3): both must be applied.
+func replaceDir(t *testing.T, h *harness, dir, path string) {
+	t.Helper()
 	mustDo(t, os.Rename(dir, dir+".old"))
 	h.waitOutcome(outcomeMissing) // the first attempt finds no file
 	mustDo(t, os.Mkdir(dir, 0o755))
@@ -511,6 +507,17 @@ func TestConfigDirectoryReplaced(t *testing.T) {
 	if a := h.waitApply(); a.data != "v: 3\n" {
 		t.Fatalf("edit in the new directory: Apply(%q), want v: 3", a.data)
 	}
+}
+
+// TestConfigDirectoryReplaced: the config directory moved away and created again
+// (mv d d.old; mkdir d; cp ...) is watched again: later edits still reload.
+func TestConfigDirectoryReplaced(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "conf")
+	mustDo(t, os.Mkdir(dir, 0o755))
+	path := filepath.Join(dir, "gateway.yaml")
+	write(t, path, "v: 1\n")
+	h := start(t, path, harnessOpts{initial: "v: 1\n"})
+	replaceDir(t, h, dir, path)
 	// Removed outright, then made again.
 	mustDo(t, os.RemoveAll(dir))
 	h.waitOutcome(outcomeMissing)
@@ -542,15 +549,5 @@ func TestConfigDirectoryReplacedParentHoldsTheTarget(t *testing.T) {
 	path := filepath.Join(dir, "gateway.yaml")
 	mustDo(t, os.Symlink("../shared.yaml", path))
 	h := start(t, path, harnessOpts{initial: "v: 1\n"})
-	mustDo(t, os.Rename(dir, dir+".old"))
-	h.waitOutcome(outcomeMissing)
-	mustDo(t, os.Mkdir(dir, 0o755))
-	write(t, path, "v: 2\n")
-	if a := h.waitApply(); a.data != "v: 2\n" {
-		t.Fatalf("Apply(%q), want v: 2", a.data)
-	}
-	write(t, path, "v: 3\n")
-	if a := h.waitApply(); a.data != "v: 3\n" {
-		t.Fatalf("edit in the new directory: Apply(%q), want v: 3", a.data)
-	}
+	replaceDir(t, h, dir, path)
 }
