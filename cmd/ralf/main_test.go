@@ -271,6 +271,77 @@ store: memory://
 }
 
 // TestDemo: `ralf demo` answers /chat with no provider key.
+// TestShutdownTimeoutAndSecondSignal: a stream longer than shutdown_timeout, or one
+// still running when a second signal comes, ends with an error event saying the
+// gateway is shutting down, and the process exits 0 soon after.
+func TestShutdownTimeoutAndSecondSignal(t *testing.T) {
+	mk, err := mock.Start(mock.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mk.Close()
+	for _, c := range []struct {
+		name, timeout string
+		signals       int
+	}{{"timeout", "1s", 1}, {"second signal", "60s", 2}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(`
+server: {listen: "127.0.0.1:3000", shutdown_timeout: `+c.timeout+`}
+providers:
+  - {name: slow, base_url: "`+mk.URL()+`/v1", model: "mock+chunks=200+slow=100ms"}
+store: memory://
+`), 0o644)
+			p := startRalf(t, dir, nil)
+			res, err := http.Post(p.url+"/chat", "application/json", strings.NewReader(`{"messages":[{"role":"user","content":"Hello"}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			br := bufio.NewReader(res.Body)
+			if first, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(first, "data: ") {
+				t.Fatalf("first line %q %v", first, err)
+			}
+			for i := 0; i < c.signals; i++ {
+				if i > 0 {
+					waitLog(t, p, "shutting down")
+				}
+				if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rest, err := io.ReadAll(br)
+			if err != nil {
+				t.Fatalf("stream cut instead of ended with an error: %v", err)
+			}
+			want := "event: error\ndata: {\"error\":\"the gateway is shutting down\",\"status\":503}\n\n"
+			if !strings.HasSuffix(string(rest), want) {
+				t.Fatalf("stream ends with %q, want the shutdown error event", rest[max(0, len(rest)-120):])
+			}
+			select {
+			case err := <-p.done:
+				if err != nil {
+					t.Fatalf("exit: %v\n%s", err, p.logs.String())
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("did not exit after the shutdown error")
+			}
+		})
+	}
+}
+
+// waitLog waits for a log line of p containing s.
+func waitLog(t *testing.T, p *proc, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.logs.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q:\n%s", s, p.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestDemo(t *testing.T) {
 	port := freePort(t)
 	t.Setenv("PORT", fmt.Sprint(port))

@@ -75,7 +75,12 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// Requests derive from base: cancelled with gateway.ErrShuttingDown when the shutdown
+	// timeout is reached, the streams still running end with an error event.
+	base, abort := context.WithCancelCause(context.Background())
+	defer abort(nil)
 	srv := &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return base },
 		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -133,15 +138,35 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	// A second SIGINT or SIGTERM ends the wait at once (the first one ended ctx).
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
 	timeout := gw.Config().Server.ShutdownTimeout
-	log.Info("shutting down: no new connections, waiting for in-flight requests", zap.Duration("timeout", timeout))
+	log.Info("shutting down: no new connections, waiting for in-flight requests (a second signal ends them now)",
+		zap.Duration("timeout", timeout))
 	sctx, scancel := context.WithTimeout(context.Background(), timeout)
 	defer scancel()
+	go func() {
+		select {
+		case <-again:
+			log.Warn("second signal: ending the in-flight requests now")
+			scancel()
+		case <-sctx.Done():
+		}
+	}()
 	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown timeout reached: closing remaining connections", zap.Error(err))
+		why := "shutdown timeout reached"
+		if !errors.Is(err, context.DeadlineExceeded) {
+			why = "second signal"
+		}
+		log.Warn(why + ": ending the in-flight requests with an error")
+		abort(gateway.ErrShuttingDown)
+		// Handlers send their error and return; a client that does not read is cut by
+		// Close, which does not wait for handlers: let them unwind before the store closes.
+		drained := gw.Wait(2 * time.Second)
 		_ = srv.Close()
-		// Close does not wait for handlers; let them unwind before the store closes.
-		if !gw.Wait(5 * time.Second) {
+		if !drained && !gw.Wait(5*time.Second) {
 			log.Warn("requests still running after the shutdown timeout")
 		}
 	}

@@ -191,14 +191,19 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, 
 				// The stream broke after its first byte: the client got an error
 				// event, so the access line and the metrics must not say "ok".
 				in.Outcome, in.Err = "error", res.err.Error()
-				if r.Context().Err() != nil {
+				if clientLeft(r) {
 					in.Outcome, in.Err = "cancelled", "client closed the connection"
 				}
 			}
 			return
 		}
-		if r.Context().Err() != nil {
+		if clientLeft(r) {
 			in.Outcome, in.Err = "cancelled", "client closed the connection"
+			return
+		}
+		if shuttingDown(r) {
+			in.Outcome, in.Err = "error", res.err.Error()
+			apierr.Write(w, r, res.status, in.Err)
 			return
 		}
 		failures = append(failures, res.err.Error())
@@ -390,7 +395,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 			if !committed {
 				return res
 			}
-			if r.Context().Err() == nil {
+			if !clientLeft(r) {
 				buf = fr.fail(buf[:0], res.status, res.err.Error())
 				wd.extend()
 				_, _ = w.Write(buf)
@@ -474,6 +479,22 @@ func (d *writeDeadline) extend() {
 		d.until = now.Add(clientWriteTimeout)
 		_ = d.rc.SetWriteDeadline(d.until)
 	}
+}
+
+// ErrShuttingDown is the cause the server's base context (http.Server.BaseContext) is
+// cancelled with when the shutdown timeout is reached: the requests still running end
+// with this error, sent to the client (an error event once streaming), instead of
+// being cut as if the client had left.
+var ErrShuttingDown = errors.New("the gateway is shutting down")
+
+// shuttingDown says whether r's context was ended by ErrShuttingDown.
+func shuttingDown(r *http.Request) bool {
+	return r.Context().Err() != nil && errors.Is(context.Cause(r.Context()), ErrShuttingDown)
+}
+
+// clientLeft says whether r's context ended because the client went away.
+func clientLeft(r *http.Request) bool {
+	return r.Context().Err() != nil && !shuttingDown(r)
 }
 
 // clientGone says why a write to the client failed.
@@ -560,8 +581,12 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, rv *receiver, err error) attemptResult {
 	name, in, timedOut, started := p.cfg.Name, rv.in, rv.timedOut.Load(), rv.started
 	if r.Context().Err() != nil {
-		// The client left: whatever else happened, it is not the provider's fault.
+		// The client left, or the shutdown timeout ended the request: whatever else
+		// happened, it is not the provider's fault.
 		g.m.Attempt(name, "cancelled")
+		if shuttingDown(r) {
+			return attemptResult{err: ErrShuttingDown, status: http.StatusServiceUnavailable}
+		}
 		return attemptResult{err: fmt.Errorf("%s: client closed the connection", name), status: 499}
 	}
 	res := attemptResult{err: err, retry: true, status: http.StatusBadGateway}
