@@ -561,3 +561,32 @@ store: memory://
 		time.Sleep(800 * time.Millisecond) // past the first answer's write deadline
 	}
 }
+
+// TestGeminiBadKeyFailsOver: Google answers a bad API key with a 400 (reason
+// API_KEY_INVALID), not a 401. That is our key's fault, not the request's: the next
+// provider answers, and the Gemini provider counts a failure (here: into cooldown).
+func TestGeminiBadKeyFailsOver(t *testing.T) {
+	badKey := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+		w.WriteHeader(400)
+		io.WriteString(w, `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT",
+  "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}`)
+	}))
+	defer badKey.Close()
+	e := newEnv(t, `
+routing: {max_attempts: 2, failure_threshold: 1, cooldown: 30s}
+providers:
+  - {name: gem, dialect: gemini, base_url: "`+badKey.URL+`/v1beta", model: "gemini-x", api_key: "wrong"}
+  - {name: good, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	for i := 0; i < 3; i++ {
+		if r := e.chat(hello); r.status != 200 || r.header.Get("X-Provider") != "good" {
+			t.Fatalf("request %d: %d %s, want the other provider's answer", i, r.status, r.body)
+		}
+	}
+	if h := e.health(); h.Providers[0].State != "cooldown" {
+		t.Fatalf("a Gemini provider with a bad key is not cooling down: %s", h.raw)
+	}
+}

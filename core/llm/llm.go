@@ -103,6 +103,10 @@ type UpstreamError struct {
 	Status     int           // upstream HTTP status (or the status_code inside a mid-stream error event); 0 if none
 	Message    string        // upstream's message, safe to show a client (no keys, no URLs with keys)
 	RetryAfter time.Duration // from Retry-After (or retryDelay), 0 when absent
+	// ProviderFault: whatever its status, the answer says this provider cannot serve
+	// us (a dialect knows, e.g. Gemini's 400 API_KEY_INVALID): as a 401/403, another
+	// provider is tried and this one counts a failure.
+	ProviderFault bool
 }
 
 func (e *UpstreamError) Error() string {
@@ -116,6 +120,9 @@ func (e *UpstreamError) Error() string {
 // 408, 409, 429, 5xx, 401/403 (our key for that provider is bad), and 3xx (the
 // provider redirects, which is never followed: its base_url is wrong).
 func (e *UpstreamError) Retryable() bool {
+	if e.ProviderFault {
+		return true
+	}
 	switch s := e.Status; {
 	case s == 0, s >= 300 && s < 400, s == 401, s == 403, s == 408, s == 409, s == 429, s >= 500:
 		return true

@@ -156,9 +156,11 @@ var requestFields = map[string]bool{
 	"safety_settings": true, "tool_config": true, "cached_content": true,
 }
 
-// extraKeys are OpenAI request fields (ChatRequest.Extra) Gemini can express.
+// extraKeys are OpenAI request fields (ChatRequest.Extra) Gemini can express. Not the
+// penalties: Gemini 2.5 and later refuse them ("Penalty is not enabled for models/...")
+// and many OpenAI clients send them by default; params can still set presencePenalty.
 var extraKeys = map[string]string{
-	"seed": "seed", "presence_penalty": "presencePenalty", "frequency_penalty": "frequencyPenalty", "top_k": "topK",
+	"seed": "seed", "top_k": "topK",
 }
 
 type part struct {
@@ -233,6 +235,9 @@ func (p *Provider) body(req *llm.ChatRequest) ([]byte, error) {
 		if gk := extraKeys[k]; gk != "" && err == nil && string(v) != "null" {
 			err = set(gk, v)
 		}
+	}
+	if rf, ok := req.Extra["response_format"]; ok && err == nil {
+		err = responseFormat(rf, set)
 	}
 	if req.Temperature != nil && err == nil {
 		err = set("temperature", *req.Temperature)
@@ -317,6 +322,33 @@ func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.St
 	return s, nil
 }
 
+// responseFormat maps OpenAI's response_format: json_object asks for JSON
+// (responseMimeType), json_schema for JSON following its schema (responseJsonSchema).
+// text, null or an unknown type ask for nothing.
+func responseFormat(raw json.RawMessage, set func(string, any) error) error {
+	var rf struct {
+		Type       string `json:"type"`
+		JSONSchema struct {
+			Schema json.RawMessage `json:"schema"`
+		} `json:"json_schema"`
+	}
+	if json.Unmarshal(raw, &rf) != nil {
+		return nil // not an object: left to the upstream's defaults
+	}
+	switch rf.Type {
+	case "json_object":
+		return set("responseMimeType", "application/json")
+	case "json_schema":
+		if err := set("responseMimeType", "application/json"); err != nil {
+			return err
+		}
+		if len(rf.JSONSchema.Schema) > 0 && string(rf.JSONSchema.Schema) != "null" {
+			return set("responseJsonSchema", rf.JSONSchema.Schema)
+		}
+	}
+	return nil
+}
+
 // googleError is the inside of Google's error envelope {"error": {...}}.
 type googleError struct {
 	Code    int    `json:"code"`
@@ -324,7 +356,27 @@ type googleError struct {
 	Status  string `json:"status"`
 	Details []struct {
 		RetryDelay string `json:"retryDelay"` // google.rpc.RetryInfo: "12s", "12.5s"
+		Reason     string `json:"reason"`     // google.rpc.ErrorInfo: "API_KEY_INVALID", ...
 	} `json:"details"`
+}
+
+// providerFault tells the errors that say our access to Gemini is broken, whatever the
+// request: Google answers a bad, expired or blocked API key with 400 INVALID_ARGUMENT
+// (reason API_KEY_INVALID, ...), not 401, and an unsupported region with 400
+// FAILED_PRECONDITION ("User location is not supported for the API use").
+func (e *googleError) providerFault() bool {
+	if e.Status == "FAILED_PRECONDITION" {
+		return true
+	}
+	for _, d := range e.Details {
+		switch d.Reason {
+		case "API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED",
+			"API_KEY_IP_ADDRESS_BLOCKED", "API_KEY_ANDROID_APP_BLOCKED", "API_KEY_IOS_APP_BLOCKED",
+			"SERVICE_DISABLED", "CONSUMER_SUSPENDED", "BILLING_DISABLED", "ACCESS_TOKEN_EXPIRED":
+			return true
+		}
+	}
+	return false
 }
 
 func (e *googleError) text() string {
@@ -363,8 +415,9 @@ func parseEnvelope(b []byte) (e googleError, ok bool) {
 func (p *Provider) httpError(resp *http.Response, b []byte) *llm.UpstreamError {
 	msg := strings.TrimSpace(string(b))
 	var retry time.Duration
+	fault := false
 	if e, ok := parseEnvelope(b); ok {
-		msg, retry = e.text(), e.retryDelay()
+		msg, retry, fault = e.text(), e.retryDelay(), e.providerFault()
 	}
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
@@ -373,7 +426,7 @@ func (p *Provider) httpError(resp *http.Response, b []byte) *llm.UpstreamError {
 		retry = ra
 	}
 	return &llm.UpstreamError{Provider: p.cfg.Name, Status: resp.StatusCode,
-		Message: llm.Sanitize(msg, p.cfg.APIKey, maxMessage), RetryAfter: retry}
+		Message: llm.Sanitize(msg, p.cfg.APIKey, maxMessage), RetryAfter: retry, ProviderFault: fault}
 }
 
 // streamError maps the value of an "error" member inside a 200 answer.
@@ -421,12 +474,13 @@ func finishReason(r []byte) string {
 		return "stop"
 	case "MAX_TOKENS":
 		return "length"
-	case "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY":
+	case "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "LANGUAGE",
+		"IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION":
 		return "content_filter"
-	case "MALFORMED_FUNCTION_CALL":
-		return "malformed_function_call"
 	}
-	return strings.ToLower(string(r))
+	// OTHER, FINISH_REASON_UNSPECIFIED, MALFORMED_FUNCTION_CALL, a reason added later:
+	// OpenAI's clients know only their own values (some throw on any other).
+	return "stop"
 }
 
 // usageOut emits the latest usage; completion tokens include thinking tokens, which

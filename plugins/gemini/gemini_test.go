@@ -154,7 +154,28 @@ func TestRequestBody(t *testing.T) {
 			req: llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}},
 				Extra: map[string]json.RawMessage{"seed": json.RawMessage(`7`), "presence_penalty": json.RawMessage(`0.5`),
 					"logit_bias": json.RawMessage(`{"1":2}`), "frequency_penalty": json.RawMessage(`null`)}},
-			want: `{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"seed":7,"presencePenalty":0.5}}`,
+			// The penalties are not sent: Gemini 2.5 and later refuse them.
+			want: `{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"seed":7}}`,
+		},
+		{
+			name: "response_format json_object",
+			req: llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}},
+				Extra: map[string]json.RawMessage{"response_format": json.RawMessage(`{"type":"json_object"}`)}},
+			want: `{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"responseMimeType":"application/json"}}`,
+		},
+		{
+			name: "response_format json_schema",
+			req: llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}},
+				Extra: map[string]json.RawMessage{"response_format": json.RawMessage(`{"type":"json_schema","json_schema":{"name":"city","strict":true,
+					"schema":{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}}}`)}},
+			want: `{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"responseMimeType":"application/json",
+				"responseJsonSchema":{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}}}`,
+		},
+		{
+			name: "response_format text",
+			req: llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}},
+				Extra: map[string]json.RawMessage{"response_format": json.RawMessage(`{"type":"text"}`)}},
+			want: `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
 		},
 	}
 	for _, tc := range cases {
@@ -280,6 +301,16 @@ func TestHTTPErrors(t *testing.T) {
 			"INVALID_ARGUMENT: Invalid JSON payload received.", 0, false, true},
 		{"secrets redacted", 400, nil, `{"error":{"code":400,"message":"API key not valid: ` + testKey + ` (see https://x.test/?key=abcdef123&a=1)","status":"INVALID_ARGUMENT"}}`,
 			"INVALID_ARGUMENT: API key not valid: [redacted] (see https://x.test/?key=[redacted]&a=1)", 0, false, true},
+		// Google's answer to a bad key is a 400 (ErrorInfo reason API_KEY_INVALID), and to
+		// an unsupported region a 400 FAILED_PRECONDITION: our access is broken, not the
+		// request, so another provider is tried.
+		{"bad key is a 400", 400, nil, `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT",
+			"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com",
+			"metadata":{"service":"generativelanguage.googleapis.com"}},
+			{"@type":"type.googleapis.com/google.rpc.LocalizedMessage","locale":"en-US","message":"API key not valid. Please pass a valid API key."}]}}`,
+			"INVALID_ARGUMENT: API key not valid. Please pass a valid API key.", 0, true, true},
+		{"unsupported region", 400, nil, `{"error":{"code":400,"message":"User location is not supported for the API use.","status":"FAILED_PRECONDITION"}}`,
+			"FAILED_PRECONDITION: User location is not supported for the API use.", 0, true, false},
 		{"not JSON", 502, nil, "<html><body>Bad Gateway</body></html>", "<html><body>Bad Gateway</body></html>", 0, true, true},
 		{"empty body", 500, nil, "", "Internal Server Error", 0, true, true},
 		{"long message bounded", 400, nil, `{"error":{"code":400,"message":"` + long + `"}}`, "quota exceeded quota", 0, false, true},
@@ -370,7 +401,10 @@ func TestFinishAndUsage(t *testing.T) {
 		{"max tokens", ev(`{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"MAX_TOKENS"}]}`), "a", "length", nil, 0},
 		{"safety", ev(`{"candidates":[{"finishReason":"SAFETY"}]}`), "", "content_filter", nil, 0},
 		{"recitation", ev(`{"candidates":[{"finishReason":"RECITATION"}]}`), "", "content_filter", nil, 0},
-		{"other lowercased", ev(`{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"LANGUAGE"}]}`), "x", "language", nil, 0},
+		// Only OpenAI's own values: some clients throw on any other.
+		{"language", ev(`{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"LANGUAGE"}]}`), "x", "content_filter", nil, 0},
+		{"other", ev(`{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"OTHER"}]}`), "x", "stop", nil, 0},
+		{"unknown", ev(`{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"SOMETHING_NEW"}]}`), "x", "stop", nil, 0},
 		{"usage after the finish event", ev(`{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"STOP"}]}`) +
 			ev(`{"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":1,"totalTokenCount":4}}`),
 			"a", "stop", &llm.Usage{PromptTokens: 3, CompletionTokens: 1, TotalTokens: 4}, 1},
