@@ -10,7 +10,7 @@ import (
 const (
 	corsMethods = "GET, POST, DELETE, OPTIONS"
 	corsHeaders = "Content-Type, Authorization, X-API-Key, X-Request-Id"
-	corsExpose  = "X-Request-Id, X-Provider, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After"
+	corsExpose  = "X-Request-Id, X-Provider, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, X-Should-Retry"
 	corsMaxAge  = "600"
 )
 

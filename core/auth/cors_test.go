@@ -42,7 +42,7 @@ func TestCORS(t *testing.T) {
 		{name: "preflight with a malformed header name lists the allowed ones", cfg: star, req: reqSpec{method: http.MethodOptions, headers: preflight("https://x.test", "content-type, bad header")}, status: 204,
 			want: map[string]string{"Access-Control-Allow-Headers": "Content-Type, Authorization, X-API-Key, X-Request-Id"}},
 		{name: "star request", cfg: star, req: reqSpec{headers: map[string]string{"Origin": "https://x.test"}}, status: 403, reached: true,
-			want: map[string]string{"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "X-Request-Id, X-Provider, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
+			want: map[string]string{"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "X-Request-Id, X-Provider, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, X-Should-Retry",
 				"Access-Control-Allow-Credentials": ""}},
 		{name: "list preflight allowed", cfg: list, req: reqSpec{method: http.MethodOptions, headers: preflight("https://app.example.com", "")}, status: 204,
 			want: map[string]string{"Access-Control-Allow-Origin": "https://app.example.com", "Access-Control-Allow-Credentials": "true", "Access-Control-Max-Age": "600"}},

@@ -32,9 +32,9 @@ func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, s *snapshot)
 		g.reject(w, r, in, he)
 		return
 	}
-	pinned := -1
+	rt := route{pinned: -1}
 	if pin != "" {
-		if pinned, he = s.resolveProvider(pin); he != nil {
+		if rt.pinned, he = s.resolveProvider(pin); he != nil {
 			g.reject(w, r, in, he)
 			return
 		}
@@ -43,7 +43,7 @@ func (g *Gateway) serveChat(w http.ResponseWriter, r *http.Request, s *snapshot)
 	if wantsText(r) {
 		fr = chatText{}
 	}
-	g.complete(w, r, s, req, pinned, fr, in)
+	g.complete(w, r, s, req, rt, fr, in)
 }
 
 // serveOpenAI is POST /v1/chat/completions.
@@ -57,7 +57,7 @@ func (g *Gateway) serveOpenAI(w http.ResponseWriter, r *http.Request, s *snapsho
 		g.reject(w, r, in, he)
 		return
 	}
-	pinned, model, he := s.resolveModel(oreq.model)
+	rt, model, he := s.resolveModel(oreq.model)
 	if he != nil {
 		g.reject(w, r, in, he)
 		return
@@ -67,7 +67,7 @@ func (g *Gateway) serveOpenAI(w http.ResponseWriter, r *http.Request, s *snapsho
 	if oreq.req.Stream {
 		fr = &openAIChunks{id: "chatcmpl-" + in.RequestID, created: time.Now(), includeUsage: oreq.includeUsage}
 	}
-	g.complete(w, r, s, oreq.req, pinned, fr, in)
+	g.complete(w, r, s, oreq.req, rt, fr, in)
 }
 
 // begin is what both chat endpoints do first: mark the request as a chat request for
@@ -107,36 +107,95 @@ func (s *snapshot) resolveProvider(name string) (int, *httpError) {
 	return -1, badRequest("unknown provider %q; available: %s", truncate(middleware.RedactKeys(name), 40), strings.Join(s.names(), ", "))
 }
 
-// resolveModel maps an OpenAI "model" to a provider: "", "auto" → the ring; a provider
-// name or "name/model" → that provider (with the model overridden); else a provider
-// whose configured model is exactly that.
-func (s *snapshot) resolveModel(model string) (int, string, *httpError) {
+// route says which providers may answer a request.
+type route struct {
+	pinned int    // ≥ 0: that provider only
+	model  string // else, if set: the providers configured with this model, in ring order
+	// else: the whole ring
+}
+
+// resolveModel maps an OpenAI "model" to a route and a model override: "", "auto" →
+// the ring; a provider name or "name/model" → that provider (with the model
+// overridden); else the providers whose configured model is exactly that (in ring
+// order, with failover, when there are several).
+func (s *snapshot) resolveModel(model string) (route, string, *httpError) {
+	ring := route{pinned: -1}
 	if model == "" || model == "auto" {
-		return -1, "", nil
+		return ring, "", nil
 	}
 	if i, ok := s.byName[model]; ok {
-		return i, "", nil
+		return route{pinned: i}, "", nil
 	}
 	// A configured model wins over "name/model": groq's own "groq/compound" must not
 	// become provider groq with model "compound".
+	found := -1
 	for i, p := range s.providers {
 		if p.cfg.Model == model {
-			return i, "", nil
+			if found >= 0 {
+				return route{pinned: -1, model: model}, "", nil
+			}
+			found = i
 		}
+	}
+	if found >= 0 {
+		return route{pinned: found}, "", nil
 	}
 	name, m, split := strings.Cut(model, "/")
 	if split {
 		if i, ok := s.byName[name]; ok {
-			return i, m, nil
+			return route{pinned: i}, m, nil
 		}
 	}
 	if s.disabled[model] || (split && s.disabled[name]) {
 		if !s.disabled[model] {
 			model = name
 		}
-		return -1, "", badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", model)
+		return ring, "", badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", model)
 	}
-	return -1, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(middleware.RedactKeys(model), 80))}
+	return ring, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(middleware.RedactKeys(model), 80))}
+}
+
+// order lists the providers that may answer now, in the order to try them.
+func (s *snapshot) order(buf []int, rt route, now time.Time) []int {
+	if rt.pinned >= 0 {
+		if s.providers[rt.pinned].health.Available(now) {
+			return append(buf, rt.pinned)
+		}
+		return buf
+	}
+	order := s.ring.Order(buf, now)
+	if rt.model == "" {
+		return order
+	}
+	n := 0
+	for _, i := range order {
+		if s.providers[i].cfg.Model == rt.model {
+			order[n] = i
+			n++
+		}
+	}
+	return order[:n]
+}
+
+// nextAvailable is when the first cooling provider of the route comes back (zero if none cools).
+func (s *snapshot) nextAvailable(rt route, now time.Time) time.Time {
+	if rt.pinned >= 0 {
+		until, _ := s.providers[rt.pinned].health.CooldownUntil(now)
+		return until
+	}
+	if rt.model == "" {
+		return s.ring.NextAvailable(now)
+	}
+	var earliest time.Time
+	for i := range s.providers {
+		if s.providers[i].cfg.Model != rt.model {
+			continue
+		}
+		if u, cooling := s.providers[i].health.CooldownUntil(now); cooling && (earliest.IsZero() || u.Before(earliest)) {
+			earliest = u
+		}
+	}
+	return earliest
 }
 
 func (s *snapshot) names() []string {
@@ -159,19 +218,12 @@ type attemptResult struct {
 // complete runs the attempts of one request: in ring order (or the pinned provider),
 // failing over to the next provider until something has been sent to the client.
 // fr nil means a non-streaming /v1 answer.
-func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, req *llm.ChatRequest, pinned int, fr framer, in *middleware.Info) {
+func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, req *llm.ChatRequest, rt route, fr framer, in *middleware.Info) {
 	now := time.Now()
 	var orderBuf [16]int
-	var order []int
-	if pinned >= 0 {
-		if s.providers[pinned].health.Available(now) {
-			order = append(orderBuf[:0], pinned)
-		}
-	} else {
-		order = s.ring.Order(orderBuf[:0], now)
-	}
+	order := s.order(orderBuf[:0], rt, now)
 	if len(order) == 0 {
-		g.unavailable(w, r, s, in, pinned, now)
+		g.unavailable(w, r, s, in, rt, now)
 		return
 	}
 	max := s.cfg.Routing.MaxAttempts
@@ -227,28 +279,33 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, 
 		}
 	}
 	in.Err = msg
-	if ra := s.ring.NextAvailable(time.Now()); !ra.IsZero() && res.retry {
+	if !res.retry {
+		// The upstream refused the request itself: its answer, and asking again would
+		// get the same. OpenAI's SDKs retry a 502 unless told not to.
+		w.Header()["X-Provider"] = s.providers[order[len(failures)-1]].xname
+		w.Header().Set("X-Should-Retry", "false")
+	} else if ra := s.nextAvailable(rt, time.Now()); !ra.IsZero() {
 		w.Header().Set("Retry-After", retryAfter(ra.Sub(time.Now())))
 	}
 	apierr.Write(w, r, status, msg)
 }
 
-func (g *Gateway) unavailable(w http.ResponseWriter, r *http.Request, s *snapshot, in *middleware.Info, pinned int, now time.Time) {
+func (g *Gateway) unavailable(w http.ResponseWriter, r *http.Request, s *snapshot, in *middleware.Info, rt route, now time.Time) {
 	in.Outcome = "error"
 	if s.ring.Len() == 0 {
 		in.Err = "no provider is enabled: set a provider's api_key (see /health)"
 		apierr.Write(w, r, http.StatusServiceUnavailable, in.Err)
 		return
 	}
-	var until time.Time
-	if pinned >= 0 {
-		until, _ = s.providers[pinned].health.CooldownUntil(now)
-		in.Err = fmt.Sprintf("provider %s is cooling down after repeated failures; retry later", s.providers[pinned].cfg.Name)
-	} else {
-		until = s.ring.NextAvailable(now)
+	switch {
+	case rt.pinned >= 0:
+		in.Err = fmt.Sprintf("provider %s is cooling down after repeated failures; retry later", s.providers[rt.pinned].cfg.Name)
+	case rt.model != "":
+		in.Err = fmt.Sprintf("all providers of model %s are cooling down after repeated failures; retry later", rt.model)
+	default:
 		in.Err = "all providers are cooling down after repeated failures; retry later"
 	}
-	w.Header().Set("Retry-After", retryAfter(until.Sub(now)))
+	w.Header().Set("Retry-After", retryAfter(s.nextAvailable(rt, now).Sub(now)))
 	apierr.Write(w, r, http.StatusServiceUnavailable, in.Err)
 }
 

@@ -120,6 +120,11 @@ func TestOtherClientErrorsAre502NamingTheProvider(t *testing.T) {
 				if e.mock.Requests() != 1 {
 					t.Fatalf("%d upstream requests: a request error must not be retried elsewhere", e.mock.Requests())
 				}
+				// The provider's answer: it says which, and tells OpenAI's SDKs (which retry
+				// a 502 by default) that asking again gets the same.
+				if r.header.Get("X-Provider") != "bad" || r.header.Get("X-Should-Retry") != "false" || r.header.Get("Retry-After") != "" {
+					t.Fatalf("headers %v, want X-Provider: bad, X-Should-Retry: false and no Retry-After", r.header)
+				}
 			})
 		}
 	}
@@ -588,5 +593,46 @@ store: memory://
 	}
 	if h := e.health(); h.Providers[0].State != "cooldown" {
 		t.Fatalf("a Gemini provider with a bad key is not cooling down: %s", h.raw)
+	}
+}
+
+// TestSharedModelFailsOverWithinItsProviders: a model several providers are configured
+// with is served by those providers in ring order, with failover between them, and
+// never by a provider of another model.
+func TestSharedModelFailsOverWithinItsProviders(t *testing.T) {
+	e := newEnv(t, `
+routing: {max_attempts: 3, failure_threshold: 100}
+providers:
+  - {name: a, base_url: "{{MOCK}}/v1", model: "mock", headers: {X-Mock: "status=503"}}
+  - {name: other, base_url: "{{MOCK}}/v1", model: "mock+chunks=2"}
+  - {name: b, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	for i := 0; i < 4; i++ {
+		r := e.do("POST", "/v1/chat/completions", `{"model":"mock","messages":[{"role":"user","content":"Hello"}]}`)
+		if r.status != 200 || r.header.Get("X-Provider") != "b" {
+			t.Fatalf("request %d: %d %q %s, want b's answer", i, r.status, r.header.Get("X-Provider"), r.body)
+		}
+	}
+	if r := e.do("GET", "/v1/models/mock", ""); r.status != 200 || !strings.Contains(r.body, `"id":"mock"`) {
+		t.Fatalf("models.retrieve of a shared model: %d %s", r.status, r.body)
+	}
+}
+
+// TestPinnedFailureRetryAfterIsItsOwn: the 502 of a pinned provider does not carry the
+// Retry-After of another provider that happens to be cooling.
+func TestPinnedFailureRetryAfterIsItsOwn(t *testing.T) {
+	e := newEnv(t, `
+routing: {failure_threshold: 100}
+providers:
+  - {name: limited, base_url: "{{MOCK}}/v1", model: "mock+status=429+retry_after=20"}
+  - {name: flaky, base_url: "{{MOCK}}/v1", model: "mock+status=503"}
+store: memory://
+`)
+	if r := e.chat(`{"provider":"limited","messages":[{"role":"user","content":"Hello"}]}`); r.header.Get("Retry-After") == "" {
+		t.Fatalf("limited: %d %v, want its Retry-After", r.status, r.header)
+	}
+	if r := e.chat(`{"provider":"flaky","messages":[{"role":"user","content":"Hello"}]}`); r.status != 502 || r.header.Get("Retry-After") != "" {
+		t.Fatalf("flaky: %d, Retry-After %q: the other provider's cooldown", r.status, r.header.Get("Retry-After"))
 	}
 }

@@ -92,14 +92,16 @@ func providerModel(p *provider, id, model string) modelEntry {
 // request's model may name, resolved as a request's model is.
 func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request, s *snapshot) {
 	id := mux.Vars(r)["id"]
-	i, override, he := s.resolveModel(id)
+	rt, override, he := s.resolveModel(id)
 	switch {
 	case he != nil: // a disabled provider too: for this GET, it does not exist
 		apierr.Write(w, r, http.StatusNotFound, he.msg)
-	case i < 0:
+	case rt.model != "": // several providers serve it
+		writeJSON(w, http.StatusOK, modelEntry{ID: id, Object: "model", OwnedBy: "ralf", Model: rt.model})
+	case rt.pinned < 0:
 		writeJSON(w, http.StatusOK, autoModel)
 	default:
-		p := &s.providers[i]
+		p := &s.providers[rt.pinned]
 		model := p.cfg.Model
 		if override != "" {
 			model = override
