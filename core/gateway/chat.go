@@ -324,6 +324,7 @@ type receiver struct {
 	first    time.Duration // the first-byte budget: the provider's timeout for a non-streaming answer
 	timedOut *atomic.Bool  // set when timer fired
 	deadline time.Time     // when the provider's own timeout ends its request (zero: none)
+	override bool          // the client chose the model ("name/model")
 	started  bool
 	c        llm.Chunk // one chunk for the whole stream: framers take its address
 	usage    llm.Usage
@@ -396,7 +397,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	defer timer.Stop()
 
 	t0 := time.Now()
-	rv := &receiver{in: in, timer: timer, idle: rt.IdleTimeout, first: first, timedOut: &timedOut}
+	rv := &receiver{in: in, timer: timer, idle: rt.IdleTimeout, first: first, timedOut: &timedOut, override: req.Model != ""}
 	if p.cfg.Timeout > 0 {
 		rv.deadline = t0.Add(p.cfg.Timeout)
 	}
@@ -695,6 +696,12 @@ func (g *Gateway) failed(r *http.Request, s *snapshot, p *provider, rv *receiver
 	// the upstream waits on ralf), runs into it. Counting it would let slow clients
 	// put healthy providers in cooldown.
 	if providerTimeout && started {
+		return res
+	}
+	// A model the client chose ("name/model") failing says nothing about the provider's
+	// configured one: counting it would let one client put a provider in cooldown (a
+	// 429 with a Retry-After of hours) for everybody.
+	if rv.override {
 		return res
 	}
 	if p.health.Failure(now, s.cfg.Routing.FailureThreshold, s.cfg.Routing.Cooldown, retryAfterD) {

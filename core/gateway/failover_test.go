@@ -636,3 +636,26 @@ store: memory://
 		t.Fatalf("flaky: %d, Retry-After %q: the other provider's cooldown", r.status, r.header.Get("Retry-After"))
 	}
 }
+
+// TestOverriddenModelFailuresSpareTheProvider: a model the client chose ("name/model")
+// that fails, even with a 429 and a long Retry-After, does not put the provider in
+// cooldown for the other clients, who use its configured model.
+func TestOverriddenModelFailuresSpareTheProvider(t *testing.T) {
+	e := newEnv(t, `
+routing: {failure_threshold: 1, cooldown: 30s}
+providers:
+  - {name: p, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	for _, m := range []string{"p/mock+status=429+retry_after=3600", "p/mock+status=503"} {
+		if r := e.do("POST", "/v1/chat/completions", `{"model":"`+m+`","messages":[{"role":"user","content":"Hello"}]}`); r.status != 502 {
+			t.Fatalf("%s: %d %s", m, r.status, r.body)
+		}
+	}
+	if h := e.health(); h.Providers[0].State != "up" {
+		t.Fatalf("one client's model choice cooled the provider for everyone: %s", h.raw)
+	}
+	if r := e.chat(hello); r.status != 200 {
+		t.Fatalf("the configured model after another client's failures: %d %s", r.status, r.body)
+	}
+}

@@ -8,8 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -820,16 +824,28 @@ func obsHealth(t *testing.T, e *env, wantStatus int) (obsHealthDoc, string) {
 // provider states and cooldowns; the config generation, its load time and the last
 // reload error; no secrets.
 func TestHealth(t *testing.T) {
+	// The providers reach the mock through a switch that makes the next request fail.
+	var failNext atomic.Bool
+	var mockURL *url.URL
+	sw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failNext.Swap(false) {
+			http.Error(w, `{"error":{"message":"down"}}`, 503)
+			return
+		}
+		httputil.NewSingleHostReverseProxy(mockURL).ServeHTTP(w, r)
+	}))
+	defer sw.Close()
 	yaml := `
 routing: {max_attempts: 2, failure_threshold: 1, cooldown: 45s}
 auth: {enabled: true, master_key: "` + obsMasterSecret + `", keys: ["` + obsClientSecret + `"]}
 providers:
-  - {name: flaky, base_url: "{{MOCK}}/v1", model: "mock", api_key: "` + obsProviderSecret + `"}
-  - {name: gem, dialect: gemini, base_url: "{{MOCK}}/v1beta", model: "mock", api_key: "` + obsProviderSecret + `"}
+  - {name: flaky, base_url: "` + sw.URL + `/v1", model: "mock", api_key: "` + obsProviderSecret + `"}
+  - {name: gem, dialect: gemini, base_url: "` + sw.URL + `/v1beta", model: "mock", api_key: "` + obsProviderSecret + `"}
 store: memory://
 `
 	start := time.Now()
 	e := newEnv(t, yaml)
+	mockURL, _ = url.Parse(e.mock.URL())
 	key := []string{"Authorization", "Bearer " + obsClientSecret}
 
 	h, body := obsHealth(t, e, 200)
@@ -851,7 +867,8 @@ store: memory://
 
 	// flaky fails once (threshold 1): degraded, with its cooldown end.
 	failed := time.Now()
-	if r := e.do("POST", "/v1/chat/completions", `{"model":"flaky/mock+status=503","messages":[{"role":"user","content":"hi"}]}`, key...); r.status != 502 {
+	failNext.Store(true)
+	if r := e.do("POST", "/v1/chat/completions", `{"model":"flaky","messages":[{"role":"user","content":"hi"}]}`, key...); r.status != 502 {
 		t.Fatalf("failing request: %d %s", r.status, r.body)
 	}
 	h, body = obsHealth(t, e, 200)
@@ -881,7 +898,8 @@ store: memory://
 	}
 
 	// Every provider cooling: down, 503.
-	if r := e.do("POST", "/v1/chat/completions", `{"model":"gem/mock+status=500","messages":[{"role":"user","content":"hi"}]}`, key...); r.status != 502 {
+	failNext.Store(true)
+	if r := e.do("POST", "/v1/chat/completions", `{"model":"gem","messages":[{"role":"user","content":"hi"}]}`, key...); r.status != 502 {
 		t.Fatalf("failing request: %d %s", r.status, r.body)
 	}
 	h, body = obsHealth(t, e, 503)
