@@ -373,3 +373,25 @@ func TestReloadAuthLimitsCORSAndPools(t *testing.T) {
 		t.Fatalf("rate limit set by a reload: %v, want [200 200 429]", codes)
 	}
 }
+
+// TestLargeHeadersAreRefused: a request whose headers exceed 64 KiB gets 431 before any
+// work, and the server keeps serving.
+func TestLargeHeadersAreRefused(t *testing.T) {
+	l := startLive(t, providersYAML("a"))
+	defer l.stop()
+	req, _ := http.NewRequest("GET", l.url+"/health", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 80<<10))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("80 KiB of headers: %d, want 431", res.StatusCode)
+	}
+	req.Header.Set("X-Big", strings.Repeat("a", 32<<10))
+	if res, err = http.DefaultClient.Do(req); err != nil || res.StatusCode != 200 {
+		t.Fatalf("32 KiB of headers: %v %v, want 200", res, err)
+	}
+	res.Body.Close()
+}

@@ -83,8 +83,12 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 		BaseContext:       func(net.Listener) context.Context { return base },
 		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		// Go's default is 1 MiB a connection, before any key is checked: a few hundred
+		// unauthenticated connections could hold hundreds of MB. 64 KiB is 8 times
+		// nginx's default and far above any real request's headers.
+		MaxHeaderBytes: maxHeaderBytes,
+		IdleTimeout:    120 * time.Second,
+		ErrorLog:       zap.NewStdLog(log.Named("http")),
 	}
 	warnExposure(log, cfg, ln.Addr())
 	if addr := os.Getenv("RALF_PPROF"); addr != "" {
@@ -175,6 +179,9 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 	log.Info("stopped")
 	return nil
 }
+
+// maxHeaderBytes bounds a request's header section (larger: 431).
+const maxHeaderBytes = 64 << 10
 
 // applyReload parses and applies a changed file; a bad file changes nothing.
 func applyReload(gw *gateway.Gateway, m *metrics.Metrics, lvl zap.AtomicLevel, log *zap.Logger, path string, data []byte, hash [32]byte, trigger string) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -156,10 +157,22 @@ func bucketOf(r *http.Request) string {
 			return "master"
 		}
 		if c.IP != "" {
-			return "ip:" + c.IP
+			return "ip:" + ipBucket(c.IP)
 		}
 	}
-	return "ip:" + ClientIP(r)
+	return "ip:" + ipBucket(ClientIP(r))
+}
+
+// ipBucket is the per-IP bucket of an address: the address for IPv4, its /64 for IPv6,
+// since one host usually holds a whole /64 and could otherwise take a fresh bucket per
+// request.
+func ipBucket(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return ip
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
 }
 
 // identity is the middleware of a feature that is off.

@@ -3,7 +3,9 @@ package auth
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,6 +172,34 @@ func TestRateLimitBuckets(t *testing.T) {
 	do(h2, reqSpec{})
 	if b := st2.buckets(); len(b) != 1 || b[0] != "ip:203.0.113.7" {
 		t.Errorf("auth off buckets = %v, want [ip:203.0.113.7]", b)
+	}
+}
+
+// TestRateLimitIPv6ByPrefix: with auth off, IPv6 clients are limited per /64: one host
+// holds a whole /64 and must not get a fresh bucket per address.
+func TestRateLimitIPv6ByPrefix(t *testing.T) {
+	st := newFakeStore(false)
+	h := Authenticate(config.Auth{}, nil, nil)(RateLimit(config.Rate{Enabled: true, Requests: 2, Window: time.Minute}, st, nil, RateHooks{})(okHandler))
+	send := func(addr string) int {
+		r := httptest.NewRequest(http.MethodPost, "/chat", strings.NewReader(""))
+		r.RemoteAddr = addr
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	codes := []int{send("[2001:db8:1:2::1]:1000"), send("[2001:db8:1:2:aaaa::7]:1001"), send("[2001:db8:1:2:ffff:ffff:ffff:ffff]:1002")}
+	if codes[0] != 200 || codes[1] != 200 || codes[2] != 429 {
+		t.Fatalf("three addresses of one /64: %v, want 200 200 429", codes)
+	}
+	if c := send("[2001:db8:1:3::1]:1000"); c != 200 {
+		t.Fatalf("another /64: %d, want its own bucket", c)
+	}
+	// IPv4, and IPv4 mapped into IPv6, stay per address.
+	if c := send("[::ffff:203.0.113.9]:1000"); c != 200 {
+		t.Fatalf("IPv4-mapped: %d", c)
+	}
+	if b := st.buckets(); !slices.Contains(b, "ip:2001:db8:1:2::/64") || !slices.Contains(b, "ip:::ffff:203.0.113.9") {
+		t.Fatalf("buckets %v", b)
 	}
 }
 
