@@ -24,10 +24,11 @@ const (
 	secMaster      = "master-SECRET-4444-abcdefgh"
 	secStatic1     = "static-SECRET-5555-aaaa"
 	secStatic2     = "static-SECRET-6666-bbbb"
+	secHeader      = "0a1b2c3dSECRET7777e4f5a6b7" // a secret in providers[].headers, shaped like no known key
 )
 
-// echoUpstream is an OpenAI-compatible upstream that quotes the Authorization header
-// it received in its errors, as careless providers do. The model picks the
+// echoUpstream is an OpenAI-compatible upstream that quotes the Authorization and
+// Api-Key headers it received in its errors, as careless providers do. The model picks the
 // behaviour: "m400" answers 400, "mid" streams two chunks then an error event,
 // anything else answers 401.
 func echoUpstream(t *testing.T) string {
@@ -39,7 +40,7 @@ func echoUpstream(t *testing.T) string {
 		}
 		_ = json.Unmarshal(b, &req)
 		got := r.Header.Get("Authorization")
-		msg, _ := json.Marshal("Incorrect API key provided: " + got + " (key " + strings.TrimPrefix(got, "Bearer ") + ")")
+		msg, _ := json.Marshal("Incorrect API key provided: " + got + " (key " + strings.TrimPrefix(got, "Bearer ") + ", api-key: " + r.Header.Get("Api-Key") + ")")
 		switch req.Model {
 		case "m400":
 			w.Header().Set("Content-Type", "application/json")
@@ -136,7 +137,7 @@ routing: {max_attempts: 3, failure_threshold: 2}
 providers:
   - {name: up, base_url: "{{MOCK}}/v1", model: mock, api_key: `+secUpstreamKey+`}
   - {name: bad, base_url: "{{MOCK}}/v1", model: "mock+status=401", api_key: `+secBadKey+`}
-  - {name: echo, base_url: "`+echoURL+`", model: m401, api_key: `+secEchoKey+`}
+  - {name: echo, base_url: "`+echoURL+`", model: m401, api_key: `+secEchoKey+`, headers: {api-key: "`+secHeader+`"}}
 auth: {enabled: true, master_key: `+secMaster+`, keys: [`+secStatic1+`, `+secStatic2+`]}
 limits: {rate: {enabled: true, requests: 6, window: 1m}}
 store: memory://
@@ -159,6 +160,7 @@ store: memory://
 	secrets := map[string]string{
 		"upstream api_key": secUpstreamKey, "failing upstream api_key": secBadKey, "echoing upstream api_key": secEchoKey,
 		"master key": secMaster, "static key 1": secStatic1, "static key 2": secStatic2, "managed key": created.APIKey,
+		"secret header value": secHeader,
 	}
 	for name, v := range secrets {
 		if name != "managed key" && strings.Contains(renderResp("create", cr), v) {

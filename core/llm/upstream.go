@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -34,9 +35,16 @@ var (
 // anything shaped like a key are redacted, white space is folded (the message ends up
 // in one log line), and the result is bounded to max bytes (on a rune boundary).
 func Sanitize(msg, apiKey string, max int) string {
-	if apiKey != "" {
-		msg = strings.ReplaceAll(msg, apiKey, redacted)
-		msg = redactCutKey(msg, apiKey)
+	return SanitizeSecrets(msg, []string{apiKey}, max)
+}
+
+// SanitizeSecrets is Sanitize for a provider with several secrets (see Secrets).
+func SanitizeSecrets(msg string, secrets []string, max int) string {
+	for _, k := range secrets {
+		if k != "" {
+			msg = strings.ReplaceAll(msg, k, redacted)
+			msg = redactCutKey(msg, k)
+		}
 	}
 	msg = strings.Join(strings.Fields(msg), " ")
 	if max > 0 && len(msg) > 4*max {
@@ -60,6 +68,33 @@ func runeStart(s string, n int) int {
 		n--
 	}
 	return n
+}
+
+// Secrets lists what a provider's error messages must never show: its API key, and
+// the values of its configured headers (an Azure api-key, a proxy's token; also the
+// token alone of an "Authorization: Bearer ..." value), except headers known to hold
+// no secret and values too short to be one. Longest first, so that a secret holding
+// another is redacted whole.
+func Secrets(apiKey string, headers map[string]string) []string {
+	const minSecret = 8
+	out := []string{apiKey}
+	add := func(v string) {
+		if v = strings.TrimSpace(v); len(v) >= minSecret && v != apiKey {
+			out = append(out, v)
+		}
+	}
+	for name, v := range headers {
+		switch strings.ToLower(name) {
+		case "content-type", "accept", "user-agent", "http-referer", "referer", "x-title", "openai-beta", "anthropic-version":
+			continue
+		}
+		add(v)
+		if _, tok, ok := strings.Cut(strings.TrimSpace(v), " "); ok {
+			add(tok)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
 }
 
 // redactCutKey redacts the start of the key where msg ends with it: a body cut when

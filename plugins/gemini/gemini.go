@@ -54,6 +54,8 @@ type Provider struct {
 	gen map[string]json.RawMessage
 	// top holds request-level Gemini fields from params (safetySettings, tools, ...).
 	top map[string]json.RawMessage
+	// secrets are redacted from upstream messages: the key, secret header values.
+	secrets []string
 }
 
 // New builds the provider from its config. Params are split and encoded here, so a
@@ -71,7 +73,8 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 		deps.Client = http.DefaultClient
 	}
 	p := &Provider{cfg: cfg, client: deps.Client, base: strings.TrimRight(cfg.BaseURL, "/"),
-		gen: map[string]json.RawMessage{}, top: map[string]json.RawMessage{}, header: http.Header{}}
+		gen: map[string]json.RawMessage{}, top: map[string]json.RawMessage{}, header: http.Header{},
+		secrets: llm.Secrets(cfg.APIKey, cfg.Headers)}
 	p.header.Set("Content-Type", "application/json")
 	if cfg.APIKey != "" {
 		p.header.Set("x-goog-api-key", cfg.APIKey)
@@ -426,7 +429,7 @@ func (p *Provider) httpError(resp *http.Response, b []byte) *llm.UpstreamError {
 		retry = ra
 	}
 	return &llm.UpstreamError{Provider: p.cfg.Name, Status: resp.StatusCode,
-		Message: llm.Sanitize(msg, p.cfg.APIKey, maxMessage), RetryAfter: retry, ProviderFault: fault}
+		Message: llm.SanitizeSecrets(msg, p.secrets, maxMessage), RetryAfter: retry, ProviderFault: fault}
 }
 
 // streamError maps the value of an "error" member inside a 200 answer.
@@ -447,7 +450,7 @@ func (p *Provider) streamError(raw []byte) *llm.UpstreamError {
 		msg = "error in upstream stream"
 	}
 	return &llm.UpstreamError{Provider: p.cfg.Name, Status: status,
-		Message: llm.Sanitize(msg, p.cfg.APIKey, maxMessage), RetryAfter: e.retryDelay()}
+		Message: llm.SanitizeSecrets(msg, p.secrets, maxMessage), RetryAfter: e.retryDelay()}
 }
 
 // stream reads a :streamGenerateContent?alt=sse answer (or decodes a whole one).
@@ -506,7 +509,7 @@ func (s *stream) decode(data []byte) (llm.Chunk, error) {
 	}
 	if !f.HasCandidate && len(f.BlockReason) > 0 {
 		return llm.Chunk{}, &llm.UpstreamError{Provider: s.p.cfg.Name, Status: http.StatusBadRequest,
-			Message: "prompt blocked: " + llm.Sanitize(string(f.BlockReason), s.p.cfg.APIKey, 64)}
+			Message: "prompt blocked: " + llm.SanitizeSecrets(string(f.BlockReason), s.p.secrets, 64)}
 	}
 	c := llm.Chunk{Text: f.Text, Reasoning: f.Reasoning}
 	if f.Finish != nil {

@@ -107,7 +107,7 @@ func (p *Provider) httpError(resp *http.Response, body []byte) *llm.UpstreamErro
 	return &llm.UpstreamError{
 		Provider:   p.name,
 		Status:     resp.StatusCode,
-		Message:    llm.Sanitize(msg, p.apiKey, maxMessage),
+		Message:    llm.SanitizeSecrets(msg, p.secrets, maxMessage),
 		RetryAfter: llm.RetryAfter(resp.Header, resp.StatusCode, p.now()),
 	}
 }
@@ -122,7 +122,7 @@ func (p *Provider) streamError(errValue []byte) *llm.UpstreamError {
 	if msg == "" {
 		msg = "upstream reported an error mid-stream"
 	}
-	return &llm.UpstreamError{Provider: p.name, Status: status, Message: llm.Sanitize(msg, p.apiKey, maxMessage)}
+	return &llm.UpstreamError{Provider: p.name, Status: status, Message: llm.SanitizeSecrets(msg, p.secrets, maxMessage)}
 }
 
 // transportError hides the request URL (and any query) of a client error and names

@@ -40,9 +40,9 @@ var reserved = map[string]bool{"model": true, "messages": true, "stream": true, 
 type Provider struct {
 	name    string
 	model   string
-	apiKey  string
-	url     string // {base_url}/chat/completions
-	safeURL string // url without query or credentials, for transport errors
+	secrets []string // redacted from upstream messages: the key, secret header values
+	url     string   // {base_url}/chat/completions
+	safeURL string   // url without query or credentials, for transport errors
 	timeout time.Duration
 	// streamHeader and wholeHeader are the requests' headers, built once; requests
 	// share them read-only (net/http does not modify a request's header).
@@ -95,7 +95,7 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 	return &Provider{
 		name:         cfg.Name,
 		model:        cfg.Model,
-		apiKey:       cfg.APIKey,
+		secrets:      llm.Secrets(cfg.APIKey, cfg.Headers),
 		url:          endpoint.String(),
 		safeURL:      safe.String(),
 		timeout:      cfg.Timeout,

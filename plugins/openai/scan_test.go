@@ -86,7 +86,7 @@ var openaiFixtures = []string{
 	"deepseek_stream_reasoning_content.sse", "hf_router_stream_basic.sse", "openai_error_401.json", "openrouter_error_429.json",
 }
 
-func testProvider() *Provider { return &Provider{name: "fuzz", apiKey: testKey} }
+func testProvider() *Provider { return &Provider{name: "fuzz", secrets: []string{testKey}} }
 
 // FuzzStream feeds arbitrary bodies to a stream: it must not panic, must end, must
 // never return a chunk that carries nothing, and must keep returning its end.
