@@ -398,4 +398,9 @@ store: memory://
 	if r.status != 200 || !strings.Contains(up, `"user":"u-42"`) || !strings.Contains(up, `"seed":1`) {
 		t.Fatalf("status %d, upstream got %s; want user passed and the seed default kept", r.status, up)
 	}
+	// Clients that send the unsupported fields empty or off are served.
+	r = e.do(http.MethodPost, "/v1/chat/completions", `{"tools":[],"functions":null,"logprobs":false,"top_logprobs":0,"messages":[{"role":"user","content":"Hi"}]}`)
+	if r.status != 200 {
+		t.Fatalf("empty tools, logprobs false: %d %s", r.status, r.body)
+	}
 }

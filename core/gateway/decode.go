@@ -321,8 +321,29 @@ func decodeOpenAI(body []byte, lim config.Limits) (*openAIRequest, *httpError) {
 			return nil, badRequest("stop must be a string or an array of strings")
 		}
 	}
+	if he := checkUnsupported(extra); he != nil {
+		return nil, he
+	}
 	req.Extra = extra
 	return &openAIRequest{req: req, model: b.Model, includeUsage: b.Stream && b.StreamOptions != nil && b.StreamOptions.IncludeUsage}, nil
+}
+
+// checkUnsupported refuses what ralf passes upstream but cannot relay back, rather
+// than answering without it: tool (function) definitions, whose calls would be
+// dropped from the answer (and the tool role is refused), and token log probabilities.
+func checkUnsupported(extra map[string]json.RawMessage) *httpError {
+	for _, k := range [...]string{"tools", "functions"} {
+		if v := bytes.TrimSpace(extra[k]); len(v) > 0 && string(v) != "null" && string(v) != "[]" {
+			return badRequest("%s is not supported: ralf relays text answers only, not tool calls", k)
+		}
+	}
+	if v := bytes.TrimSpace(extra["logprobs"]); len(v) > 0 && string(v) != "null" && string(v) != "false" {
+		return badRequest("logprobs is not supported: ralf does not relay token log probabilities")
+	}
+	if v := bytes.TrimSpace(extra["top_logprobs"]); len(v) > 0 && string(v) != "null" && string(v) != "0" {
+		return badRequest("top_logprobs is not supported: ralf does not relay token log probabilities")
+	}
+	return nil
 }
 
 // unmarshalOpenAI is encoding/json's decoding of a /v1 body: the top-level members

@@ -51,6 +51,11 @@ func TestBadRequestsGetClearJSONErrors(t *testing.T) {
 		{"unknown path", "GET", "/nope", "", "", 404, "Not found"},
 		{"v1 bad JSON", "POST", "/v1/chat/completions", `{"model":}`, "application/json", 400, "malformed JSON"},
 		{"v1 n>1", "POST", "/v1/chat/completions", `{"n":2,"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "n must be 1"},
+		// Passed upstream, they would come back as parts of the answer ralf drops.
+		{"v1 tools", "POST", "/v1/chat/completions", `{"tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "tools is not supported"},
+		{"v1 functions", "POST", "/v1/chat/completions", `{"functions":[{"name":"f"}],"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "functions is not supported"},
+		{"v1 logprobs", "POST", "/v1/chat/completions", `{"logprobs":true,"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "logprobs is not supported"},
+		{"v1 top_logprobs", "POST", "/v1/chat/completions", `{"top_logprobs":2,"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "top_logprobs is not supported"},
 		{"v1 max_tokens not an integer", "POST", "/v1/chat/completions", `{"max_tokens":1.5,"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "max_tokens must be an integer, not number 1.5"},
 		{"v1 temperature not a number", "POST", "/v1/chat/completions", `{"temperature":"hot","messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "temperature must be a number, not string"},
 		{"v1 stream not a boolean", "POST", "/v1/chat/completions", `{"stream":"yes","messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "stream must be a boolean, not string"},
