@@ -48,6 +48,7 @@ type Provider struct {
 	// share them read-only (net/http does not modify a request's header).
 	streamHeader, wholeHeader http.Header
 	params                    map[string]json.RawMessage // cfg.Params, encoded once
+	noStreamOpts              bool                       // params.stream_options: null: send no stream_options
 	client                    *http.Client
 	log                       *zap.Logger
 	now                       func() time.Time // clock for Retry-After dates without a Date header
@@ -73,6 +74,16 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 			return nil, fmt.Errorf("openai: params.%s: %w", k, err)
 		}
 		params[k] = b
+	}
+	// stream_options is ralf's (usage is always asked for), but an upstream that
+	// refuses the field (Mistral: 422 extra_forbidden) could never stream: params can
+	// turn it off with null or false.
+	noStreamOptions := false
+	if v, ok := params["stream_options"]; ok {
+		if string(v) != "null" && string(v) != "false" {
+			return nil, fmt.Errorf("openai: params.stream_options: only null or false (to send none, for an upstream that refuses it), not %s", v)
+		}
+		noStreamOptions = true
 	}
 	header := func(accept string) http.Header {
 		h := http.Header{}
@@ -102,6 +113,7 @@ func New(cfg config.Provider, deps llm.Deps) (llm.Provider, error) {
 		streamHeader: header("text/event-stream"),
 		wholeHeader:  header("application/json"),
 		params:       params,
+		noStreamOpts: noStreamOptions,
 		client:       client,
 		log:          log,
 		now:          time.Now,
@@ -258,10 +270,13 @@ func (p *Provider) body(req *llm.ChatRequest) ([]byte, error) {
 	if err := enc.Encode(msgs); err != nil {
 		return nil, err
 	}
-	if req.Stream {
+	switch {
+	case req.Stream && p.noStreamOpts:
+		buf.WriteString(`,"stream":true`)
+	case req.Stream:
 		// Usage is always asked for: the gateway counts tokens for every request.
 		buf.WriteString(`,"stream":true,"stream_options":{"include_usage":true}`)
-	} else {
+	default:
 		buf.WriteString(`,"stream":false`)
 	}
 	keys := make([]string, 0, len(rest))

@@ -148,6 +148,13 @@ func TestRequestBody(t *testing.T) {
 				"presence_penalty": 0.5, "reasoning_effort": "low"},
 		},
 		{
+			// For upstreams that refuse the field (Mistral answers 422 extra_forbidden).
+			name: "params stream_options null sends none",
+			mod:  func(c *config.Provider) { c.Params = map[string]any{"stream_options": nil} },
+			req:  userReq(true),
+			want: map[string]any{"model": "cfg-model", "messages": []any{map[string]any{"role": "user", "content": "hi"}}, "stream": true},
+		},
+		{
 			name: "no key, no Authorization; configured headers are sent",
 			mod: func(c *config.Provider) {
 				c.APIKey = ""
@@ -508,6 +515,13 @@ func TestNewRejectsBadBaseURL(t *testing.T) {
 				t.Errorf("New accepted base_url %q", u)
 			}
 		})
+	}
+}
+
+func TestNewRejectsAStreamOptionsValue(t *testing.T) {
+	_, err := New(config.Provider{Name: "x", BaseURL: "http://x/v1", Params: map[string]any{"stream_options": map[string]any{"include_usage": false}}}, llm.Deps{})
+	if err == nil || !strings.Contains(err.Error(), "params.stream_options: only null or false") {
+		t.Fatalf("New: %v, want params.stream_options refused", err)
 	}
 }
 
