@@ -243,13 +243,14 @@ func decodeChat(body []byte, lim config.Limits) (*llm.ChatRequest, string, *http
 	if he != nil {
 		return nil, "", he
 	}
-	if he := checkSampling(b.Temperature, b.TopP, b.MaxTokens); he != nil {
+	if he := checkSampling(b.Temperature, b.TopP, b.MaxTokens, "max_tokens"); he != nil {
 		return nil, "", he
 	}
 	return &llm.ChatRequest{Messages: msgs, Stream: true, Temperature: b.Temperature, MaxTokens: b.MaxTokens, TopP: b.TopP}, b.Provider, nil
 }
 
-func checkSampling(temp, topP *float64, maxTokens *int) *httpError {
+// checkSampling checks the sampling parameters; maxName is the token limit's name in the request.
+func checkSampling(temp, topP *float64, maxTokens *int, maxName string) *httpError {
 	if temp != nil && (*temp < 0 || *temp > 2) {
 		return badRequest("temperature must be between 0 and 2")
 	}
@@ -257,7 +258,7 @@ func checkSampling(temp, topP *float64, maxTokens *int) *httpError {
 		return badRequest("top_p must be between 0 and 1")
 	}
 	if maxTokens != nil && *maxTokens < 1 {
-		return badRequest("max_tokens must be a positive integer")
+		return badRequest("%s must be a positive integer", maxName)
 	}
 	return nil
 }
@@ -305,7 +306,11 @@ func decodeOpenAI(body []byte, lim config.Limits) (*openAIRequest, *httpError) {
 	if byNewName {
 		b.MaxTokens = b.MaxCompletionTokens
 	}
-	if he := checkSampling(b.Temperature, b.TopP, b.MaxTokens); he != nil {
+	maxName := "max_tokens"
+	if byNewName {
+		maxName = "max_completion_tokens"
+	}
+	if he := checkSampling(b.Temperature, b.TopP, b.MaxTokens, maxName); he != nil {
 		return nil, he
 	}
 	if b.N != nil && *b.N != 1 {

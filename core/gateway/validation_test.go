@@ -50,6 +50,7 @@ func TestBadRequestsGetClearJSONErrors(t *testing.T) {
 		{"wrong method", "GET", "/chat", "", "", 405, "not allowed"},
 		{"unknown path", "GET", "/nope", "", "", 404, "Not found"},
 		{"v1 bad JSON", "POST", "/v1/chat/completions", `{"model":}`, "application/json", 400, "malformed JSON"},
+		{"v1 max_completion_tokens 0", "POST", "/v1/chat/completions", `{"max_completion_tokens":0,"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "max_completion_tokens must be a positive integer"},
 		{"v1 n>1", "POST", "/v1/chat/completions", `{"n":2,"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "n must be 1"},
 		// Passed upstream, they would come back as parts of the answer ralf drops.
 		{"v1 tools", "POST", "/v1/chat/completions", `{"tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"a"}]}`, "application/json", 400, "tools is not supported"},
