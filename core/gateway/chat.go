@@ -502,6 +502,16 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 		}
 	}
 	usage := g.done(p, rv)
+	if !committed && emptyAnswerIsAnError(fr, rv.finish) {
+		// /chat has no room for a finish reason: an empty 200 would look like an answer
+		// of nothing. (/v1 clients read finish_reason.)
+		msg := fmt.Sprintf("provider %s sent an empty answer: %s", p.cfg.Name, emptyReason(rv.finish))
+		in.Outcome, in.Err = "error", msg
+		w.Header()["X-Provider"] = p.xname
+		apierr.Write(w, r, http.StatusBadGateway, msg)
+		clean = true
+		return attemptResult{committed: true}
+	}
 	buf = buf[:0]
 	wd.extend() // for the end, written when the handler returns (the head too, if uncommitted)
 	if !committed {
@@ -537,6 +547,22 @@ func (d *writeDeadline) extend() {
 		d.until = now.Add(clientWriteTimeout)
 		_ = d.rc.SetWriteDeadline(d.until)
 	}
+}
+
+// emptyAnswerIsAnError: a /chat answer with no text that the provider cut short.
+func emptyAnswerIsAnError(fr framer, finish string) bool {
+	switch fr.(type) {
+	case chatSSE, chatText:
+		return finish == "content_filter" || finish == "length"
+	}
+	return false
+}
+
+func emptyReason(finish string) string {
+	if finish == "length" {
+		return "the token limit (max_tokens) was reached before any text (thinking models spend tokens on reasoning first)"
+	}
+	return "its content filter stopped it (finish reason content_filter)"
 }
 
 // ErrShuttingDown is the cause the server's base context (http.Server.BaseContext) is

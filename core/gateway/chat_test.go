@@ -404,3 +404,42 @@ store: memory://
 		t.Fatalf("empty tools, logprobs false: %d %s", r.status, r.body)
 	}
 }
+
+// TestEmptyCutAnswerOnChatIsAnError: /chat has no finish reason, so an answer with no
+// text that the provider cut short (content filter, token limit spent on thinking)
+// is a 502 saying why, not an empty 200. /v1 keeps the answer and its finish_reason.
+func TestEmptyCutAnswerOnChatIsAnError(t *testing.T) {
+	cases := []struct{ name, dialect, body, finish, want string }{
+		{"gemini safety", "gemini", "data: {\"candidates\": [{\"finishReason\": \"SAFETY\",\"index\": 0}]}\r\n\r\n", "content_filter", "content filter"},
+		{"openai length", "openai", "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n" +
+			"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n", "length", "token limit"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			url := fakeUpstream(t, c.body)
+			base := url + "/v1"
+			if c.dialect == "gemini" {
+				base = url + "/v1beta"
+			}
+			e := newEnv(t, `
+routing: {failure_threshold: 1}
+providers:
+  - {name: cut, dialect: `+c.dialect+`, base_url: "`+base+`", model: m}
+store: memory://
+`)
+			for _, accept := range []string{"text/event-stream", "text/plain"} {
+				r := e.chat(hello, "Accept", accept)
+				if r.status != 502 || !strings.Contains(r.body, "provider cut sent an empty answer") || !strings.Contains(r.body, c.want) || r.header.Get("X-Provider") != "cut" {
+					t.Fatalf("%s: %d %q %s, want a 502 saying why", accept, r.status, r.header.Get("X-Provider"), r.body)
+				}
+			}
+			r := e.do("POST", "/v1/chat/completions", `{"stream":true,"messages":[{"role":"user","content":"Hello"}]}`)
+			if r.status != 200 || !strings.Contains(r.body, `"finish_reason":"`+c.finish+`"`) || !strings.Contains(r.body, "[DONE]") {
+				t.Fatalf("/v1: %d %s", r.status, r.body)
+			}
+			if h := e.health(); h.Providers[0].State != "up" {
+				t.Fatalf("an empty answer is not the provider's ill health: %s", h.raw)
+			}
+		})
+	}
+}
