@@ -46,7 +46,7 @@ func TestNoSecretLeaks(t *testing.T) {
 	r.Handle("/chat", middleware.Chain(chat, authn, limit))
 	r.Handle("/v1/chat/completions", middleware.Chain(chat, authn, limit))
 	r.PathPrefix("/admin/keys").Handler(RequireMaster(cfg.Auth)(AdminHandler(keys)))
-	h := middleware.Chain(r, middleware.AccessLog(log.Named("access"), nil), CORS(cfg.CORS))
+	h := middleware.Chain(r, middleware.AccessLog(log.Named("access"), nil, middleware.Secrets{}), CORS(cfg.CORS))
 
 	secrets := []string{testStatic, testStatic2, testMaster}
 	var created []string

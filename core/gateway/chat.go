@@ -104,7 +104,7 @@ func (s *snapshot) resolveProvider(name string) (int, *httpError) {
 	if s.disabled[name] {
 		return -1, badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", name)
 	}
-	return -1, badRequest("unknown provider %q; available: %s", truncate(middleware.RedactKeys(name), 40), strings.Join(s.names(), ", "))
+	return -1, badRequest("unknown provider %q; available: %s", truncate(s.secrets.Redact(middleware.RedactKeys(name)), 40), strings.Join(s.names(), ", "))
 }
 
 // route says which providers may answer a request.
@@ -152,7 +152,7 @@ func (s *snapshot) resolveModel(model string) (route, string, *httpError) {
 		}
 		return ring, "", badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", model)
 	}
-	return ring, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(middleware.RedactKeys(model), 80))}
+	return ring, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(s.secrets.Redact(middleware.RedactKeys(model)), 80))}
 }
 
 // order lists the providers that may answer now, in the order to try them.

@@ -23,6 +23,7 @@ import (
 	"github.com/ralf-gateway/ralf/core/h1"
 	"github.com/ralf-gateway/ralf/core/llm"
 	"github.com/ralf-gateway/ralf/core/metrics"
+	"github.com/ralf-gateway/ralf/core/middleware"
 	"github.com/ralf-gateway/ralf/core/ring"
 	"github.com/ralf-gateway/ralf/core/store"
 )
@@ -70,7 +71,8 @@ type snapshot struct {
 	ring      *ring.Ring
 	providers []provider // aligned with ring members
 	byName    map[string]int
-	disabled  map[string]bool // declared but disabled providers
+	disabled  map[string]bool    // declared but disabled providers
+	secrets   middleware.Secrets // client and master keys, redacted from what is logged or quoted back
 	handler   http.Handler
 }
 
@@ -136,7 +138,8 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	old := g.cur.Load()
-	s := &snapshot{cfg: cfg, byName: map[string]int{}, disabled: map[string]bool{}}
+	s := &snapshot{cfg: cfg, byName: map[string]int{}, disabled: map[string]bool{},
+		secrets: middleware.NewSecrets(append([]string{cfg.Auth.MasterKey}, cfg.Auth.Keys...)...)}
 	var errs []error
 	members := make([]ring.Member, 0, len(cfg.Providers))
 	used := make(map[string]bool, len(cfg.Providers))

@@ -229,6 +229,11 @@ store: memory://
 		{"managed key in another case of the admin path", "DELETE", "/admin/Keys/" + created.APIKey, "", bearer(secMaster), 404},
 		{"managed key in an unknown path", "GET", "/v1/" + created.APIKey, "", bearer(secStatic1), 404},
 		{"managed key as a model id", "GET", "/v1/models/" + created.APIKey, "", bearer(secStatic1), 404},
+		// Static and master keys have no shape to spot: ralf knows them and redacts them.
+		{"static key in an unknown path", "GET", "/v1/" + secStatic2 + "/chat", "", bearer(secStatic1), 404},
+		{"master key in a path of the wrong method", "PUT", "/chat/" + secMaster, "", bearer(secStatic1), 404},
+		{"static key as a model", "POST", "/v1/chat/completions", `{"model":"` + secStatic2 + `","messages":[{"role":"user","content":"Hi"}]}`, bearer(created.APIKey), 404},
+		{"master key as a provider", "POST", "/chat", `{"provider":"` + secMaster + `","messages":[{"role":"user","content":"Hi"}]}`, bearer(created.APIKey), 400},
 		{"bad JSON", "POST", "/chat", `{"messages":[`, bearer(secStatic1), 400},
 		{"bad JSON with the key in it", "POST", "/v1/chat/completions", `{"model":"` + secStatic1 + `","messages":[` + secMaster, bearer(secStatic1), 400},
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -124,6 +125,38 @@ func RedactPath(p string) string {
 	return head + "[redacted]"
 }
 
+// Secrets redacts known secrets of any shape (static client keys, the master key)
+// from what is logged or quoted back: a key pasted into a path or a model name.
+type Secrets struct{ r *strings.Replacer }
+
+// NewSecrets builds a Secrets for these values (empty ones are ignored).
+func NewSecrets(values ...string) Secrets {
+	var vs []string
+	for _, v := range values {
+		if v != "" {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return Secrets{}
+	}
+	// Longest first: a secret that holds another is redacted whole.
+	sort.Slice(vs, func(i, j int) bool { return len(vs[i]) > len(vs[j]) })
+	pairs := make([]string, 0, 2*len(vs))
+	for _, v := range vs {
+		pairs = append(pairs, v, "[redacted]")
+	}
+	return Secrets{strings.NewReplacer(pairs...)}
+}
+
+// Redact replaces every known secret in t.
+func (s Secrets) Redact(t string) string {
+	if s.r == nil {
+		return t
+	}
+	return s.r.Replace(t)
+}
+
 // RedactKeys replaces the secret part of every managed client key in s: "sk_" at the
 // start of a word, followed by 16 or more hex digits.
 func RedactKeys(s string) string {
@@ -220,7 +253,7 @@ func NewRequestID() string {
 // AccessLog assigns the request id (keeping a well-formed incoming X-Request-Id),
 // sets X-Request-Id on the response, and writes one log line per request with the
 // fields of the SPEC. It never logs message content or keys.
-func AccessLog(log *zap.Logger, rec Recorder) func(http.Handler) http.Handler {
+func AccessLog(log *zap.Logger, rec Recorder, secrets Secrets) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			in := infoPool.Get().(*Info)
@@ -261,7 +294,7 @@ func AccessLog(log *zap.Logger, rec Recorder) func(http.Handler) http.Handler {
 					fields = append(fields,
 						zap.String("request_id", in.RequestID),
 						zap.String("method", r.Method),
-						zap.String("path", RedactPath(r.URL.Path)),
+						zap.String("path", secrets.Redact(RedactPath(r.URL.Path))),
 						zap.Int("status", status),
 						zap.Float64("duration_ms", ms(dur)),
 					)
@@ -284,7 +317,7 @@ func AccessLog(log *zap.Logger, rec Recorder) func(http.Handler) http.Handler {
 						fields = append(fields, zap.String("outcome", in.Outcome))
 					}
 					if in.Err != "" {
-						fields = append(fields, zap.String("error", in.Err))
+						fields = append(fields, zap.String("error", secrets.Redact(in.Err)))
 					}
 					ce.Write(fields...)
 				}
