@@ -398,6 +398,15 @@ store: memory://
 	if r.status != 200 || !strings.Contains(up, `"user":"u-42"`) || !strings.Contains(up, `"seed":1`) {
 		t.Fatalf("status %d, upstream got %s; want user passed and the seed default kept", r.status, up)
 	}
+	// A message's name (multi-agent frameworks set it) reaches an OpenAI-dialect upstream.
+	r = e.do(http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","name":"alice","content":"Hi"},{"role":"user","name":null,"content":"Yo"}]}`)
+	up = string(e.mock.LastRequest().Body)
+	if r.status != 200 || !strings.Contains(up, `{"role":"user","content":"Hi","name":"alice"},{"role":"user","content":"Yo"}`) {
+		t.Fatalf("status %d, upstream got %s; want the first message's name passed", r.status, up)
+	}
+	if r = e.do(http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","name":5,"content":"Hi"}]}`); r.status != 400 || !strings.Contains(r.body, "name") {
+		t.Fatalf("a name that is not a string: %d %s", r.status, r.body)
+	}
 	// Clients that send the unsupported fields empty or off are served.
 	r = e.do(http.MethodPost, "/v1/chat/completions", `{"tools":[],"functions":null,"logprobs":false,"top_logprobs":0,"messages":[{"role":"user","content":"Hi"}]}`)
 	if r.status != 200 {

@@ -173,6 +173,7 @@ func (c *content) UnmarshalJSON(b []byte) error {
 type wireMessage struct {
 	Role    *string `json:"role"`
 	Content content `json:"content"`
+	Name    *string `json:"name"`
 }
 
 // validateMessages checks SPEC §3 validation and converts to canonical messages.
@@ -209,6 +210,9 @@ func validateMessages(msgs []wireMessage, present bool, lim config.Limits, field
 			return nil, badRequest("%s[%d].content is too long: %d characters (limit %d)", field, i, n, lim.MaxMessageChars)
 		}
 		out[i] = llm.Message{Role: role, Content: m.Content.text}
+		if m.Name != nil {
+			out[i].Name = *m.Name
+		}
 	}
 	return out, nil
 }

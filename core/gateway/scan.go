@@ -108,8 +108,12 @@ func (s *bodyScanner) messages(i int) ([]wireMessage, int, error) {
 				v, next, err := s.str(k)
 				m.Content = content{text: v, set: true}
 				return next, err
+			case "name":
+				v, next, err := s.str(k)
+				m.Name = &v
+				return next, err
 			}
-			return s.skip(key, k, "role", "content")
+			return s.skip(key, k, "role", "content", "name")
 		})
 		msgs = append(msgs, m)
 		return next, err

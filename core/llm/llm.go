@@ -18,6 +18,7 @@ import (
 type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	Name    string `json:"name,omitempty"` // the participant's name (OpenAI); dialects without one drop it
 }
 
 // ChatRequest is what the gateway asks a provider for, whatever the client API was.
