@@ -205,6 +205,30 @@ func startRalf(t *testing.T, dir string, env []string, args ...string) *proc {
 	return p
 }
 
+// startStream starts ralf with one provider of this mock model and the shutdown
+// timeout, and a /chat stream through it; it returns once the first line is read.
+func startStream(t *testing.T, mockURL, model, shutdownTimeout string) (p *proc, br *bufio.Reader, first string) {
+	t.Helper()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(`
+server: {listen: "127.0.0.1:3000", shutdown_timeout: `+shutdownTimeout+`}
+providers:
+  - {name: slow, base_url: "`+mockURL+`/v1", model: "`+model+`"}
+store: memory://
+`), 0o644)
+	p = startRalf(t, dir, nil)
+	res, err := http.Post(p.url+"/chat", "application/json", strings.NewReader(`{"messages":[{"role":"user","content":"Hello"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	br = bufio.NewReader(res.Body)
+	if first, err = br.ReadString('\n'); err != nil || !strings.HasPrefix(first, "data: ") {
+		t.Fatalf("first line %q %v", first, err)
+	}
+	return p, br, first
+}
+
 // TestGracefulShutdown: SIGTERM stops accepting, lets the in-flight stream finish,
 // then the process exits 0.
 func TestGracefulShutdown(t *testing.T) {
@@ -213,24 +237,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mk.Close()
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(`
-server: {listen: "127.0.0.1:3000", shutdown_timeout: 20s}
-providers:
-  - {name: slow, base_url: "`+mk.URL()+`/v1", model: "mock+chunks=10+slow=150ms"}
-store: memory://
-`), 0o644)
-	p := startRalf(t, dir, nil)
-	res, err := http.Post(p.url+"/chat", "application/json", strings.NewReader(`{"messages":[{"role":"user","content":"Hello"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	br := bufio.NewReader(res.Body)
-	first, err := br.ReadString('\n')
-	if err != nil || !strings.HasPrefix(first, "data: ") {
-		t.Fatalf("first line %q %v", first, err)
-	}
+	p, br, first := startStream(t, mk.URL(), "mock+chunks=10+slow=150ms", "20s")
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -285,23 +292,7 @@ func TestShutdownTimeoutAndSecondSignal(t *testing.T) {
 		signals       int
 	}{{"timeout", "1s", 1}, {"second signal", "60s", 2}} {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(`
-server: {listen: "127.0.0.1:3000", shutdown_timeout: `+c.timeout+`}
-providers:
-  - {name: slow, base_url: "`+mk.URL()+`/v1", model: "mock+chunks=200+slow=100ms"}
-store: memory://
-`), 0o644)
-			p := startRalf(t, dir, nil)
-			res, err := http.Post(p.url+"/chat", "application/json", strings.NewReader(`{"messages":[{"role":"user","content":"Hello"}]}`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer res.Body.Close()
-			br := bufio.NewReader(res.Body)
-			if first, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(first, "data: ") {
-				t.Fatalf("first line %q %v", first, err)
-			}
+			p, br, _ := startStream(t, mk.URL(), "mock+chunks=200+slow=100ms", c.timeout)
 			for i := 0; i < c.signals; i++ {
 				if i > 0 {
 					waitLog(t, p, "shutting down")
