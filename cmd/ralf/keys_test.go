@@ -206,10 +206,23 @@ func TestKeysFlagsAnywhere(t *testing.T) {
 	if out := run1("list", "--config", other); !strings.Contains(out, "mobile app") || !strings.Contains(out, "web") {
 		t.Fatalf("the keys are not in other.yaml's store:\n%s", out)
 	}
-	if out := run1("list"); strings.Contains(out, "mobile") || strings.Contains(out, "web") {
-		t.Fatalf("a key went to the current directory's store:\n%s", out)
+	// No key went to the current directory's store: there is none. Listing it says
+	// so (a relative path is the working directory's), instead of "No keys."
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"keys", "list"}, &out, &errb)
+	if abs, _ := filepath.Abs("cwd.db"); err == nil || !strings.Contains(errb.String(), "there is no key database at "+abs) {
+		t.Fatalf("list without a database: %v %q", err, errb.String())
 	}
-	if out := run1("create", "--", "-dash"); !strings.Contains(out, `Created key "-dash"`) {
-		t.Fatalf("after --: %s", out)
+	if _, err := os.Stat("cwd.db"); err == nil {
+		t.Fatal("list created a database")
+	}
+	// Creating one says where it is.
+	out.Reset()
+	errb.Reset()
+	if err := run(context.Background(), []string{"keys", "create", "--", "-dash"}, &out, &errb); err != nil || !strings.Contains(out.String(), `Created key "-dash"`) {
+		t.Fatalf("after --: %v %s %s", err, out.String(), errb.String())
+	}
+	if !strings.Contains(errb.String(), "created a new key database at ") {
+		t.Fatalf("a new database made without a word: %q", errb.String())
 	}
 }

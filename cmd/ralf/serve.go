@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +26,7 @@ import (
 	"github.com/ralf-gateway/ralf/core/mock"
 	"github.com/ralf-gateway/ralf/core/reload"
 	"github.com/ralf-gateway/ralf/core/store"
+	"github.com/ralf-gateway/ralf/plugins/store/sqlite"
 )
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -352,11 +355,31 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			"use the admin API (/admin/keys) there, or a sqlite:// or redis:// store\n", *path)
 		return exitError(2)
 	}
+	// A relative sqlite path is the working directory's: run from elsewhere, ralf keys
+	// would quietly work on another, new database than the gateway's.
+	newDB := ""
+	if u, err := url.Parse(cfg.Store); err == nil && u.Scheme == "sqlite" {
+		if p, err := sqlite.PathFromURL(u); err == nil {
+			if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+				abs, _ := filepath.Abs(p)
+				if len(args) == 0 || args[0] != "create" {
+					fmt.Fprintf(stderr, "ralf keys: there is no key database at %s (store: %s is relative to the working directory): "+
+						"run ralf keys in the gateway's working directory, or give store an absolute path\n", abs, cfg.Store)
+					return exitError(1)
+				}
+				newDB = abs
+			}
+		}
+	}
 	st, err := store.Open(cfg.Store, log)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
+	if newDB != "" {
+		fmt.Fprintf(stderr, "ralf keys: created a new key database at %s; a gateway started elsewhere will not see it "+
+			"(store: %s is relative to the working directory)\n", newDB, cfg.Store)
+	}
 	keys := auth.NewKeys(st, log, auth.KeysOptions{})
 	defer keys.Close()
 	if err := auth.KeysCommand(ctx, args, keys, stdout); err != nil {

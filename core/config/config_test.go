@@ -17,7 +17,7 @@ func envOf(kv ...string) func(string) (string, bool) {
 }
 
 var dialects = func(d string) bool { return d == "openai" || d == "gemini" }
-var stores = func(s string) bool { return s == "sqlite" || s == "redis" || s == "memory" }
+var stores = func(s string) bool { return s == "sqlite" || s == "redis" || s == "rediss" || s == "memory" }
 
 func parse(t *testing.T, yaml string, kv ...string) (*Config, error) {
 	t.Helper()

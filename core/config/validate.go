@@ -124,18 +124,22 @@ func (c *Config) validate(d *decoder, opts Options) {
 	}
 
 	if u, err := url.Parse(c.Store); err != nil || u.Scheme == "" {
-		d.errorf("store", "must be a URL like sqlite://data/ralf.db, redis://127.0.0.1:6379/0 or memory://")
+		msg := "must be a URL like sqlite://data/ralf.db, redis://127.0.0.1:6379/0 or memory://"
+		if strings.HasPrefix(c.Store, "redis") && strings.Contains(c.Store, "@") {
+			msg += "; a password holding / # ? @ : % must be percent-encoded (/ as %2F, # as %23, ...)"
+		}
+		d.errorf("store", "%s", msg)
 	} else if opts.KnownStore != nil && !opts.KnownStore(u.Scheme) {
 		d.errorf("store", "unknown store %q (use sqlite://, redis:// or memory://)", u.Scheme+"://")
 	} else if u.Scheme == "sqlite" && u.Host+u.Path == "" {
 		d.errorf("store", "sqlite:// needs a path, like sqlite://data/ralf.db")
 	} else if u.Scheme == "sqlite" && u.Host+u.Path == ":memory:" {
 		d.errorf("store", "sqlite://:memory: is not a file; for a store in memory use memory://")
-	} else if u.Scheme == "redis" && u.Host == "" {
-		d.errorf("store", "redis:// needs a host, like redis://127.0.0.1:6379/0")
-	} else if db := strings.Trim(u.Path, "/"); u.Scheme == "redis" && db != "" {
+	} else if (u.Scheme == "redis" || u.Scheme == "rediss") && u.Host == "" {
+		d.errorf("store", "%s:// needs a host, like %s://127.0.0.1:6379/0", u.Scheme, u.Scheme)
+	} else if db := strings.Trim(u.Path, "/"); (u.Scheme == "redis" || u.Scheme == "rediss") && db != "" {
 		if n, err := strconv.Atoi(db); err != nil || n < 0 {
-			d.errorf("store", "redis:// database must be a number, like redis://127.0.0.1:6379/0")
+			d.errorf("store", "%s:// database must be a number, like %s://127.0.0.1:6379/0", u.Scheme, u.Scheme)
 		}
 	}
 

@@ -84,8 +84,8 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// Open connects to the Redis named by rawURL, checks that it answers, and
-// subscribes to key invalidations.
+// Open connects to the Redis named by rawURL, checks that it answers (a refusal is
+// an error; an unreachable Redis only a warning), and subscribes to key invalidations.
 func Open(rawURL string, log *zap.Logger) (*Store, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -99,8 +99,18 @@ func Open(rawURL string, log *zap.Logger) (*Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("redis store %s: %w", opt.Addr, err)
+		var re goredis.Error
+		if errors.As(err, &re) {
+			// Redis answered, with a refusal (a wrong password, a database index it
+			// does not have): the configuration is wrong, which waiting will not fix.
+			_ = c.Close()
+			return nil, fmt.Errorf("redis store %s: %w", opt.Addr, err)
+		}
+		// Unreachable: start anyway, as a running gateway rides out a Redis outage
+		// (static keys served, limits per on_store_error), and connect when it is back.
+		// Refusing to start would make a restart during the outage a crash loop.
+		log.Warn("redis store unreachable at start: serving without it until it answers",
+			zap.String("addr", opt.Addr), zap.Error(err))
 	}
 	var rb [6]byte
 	if _, err := rand.Read(rb[:]); err != nil {
@@ -514,7 +524,10 @@ func (s *Store) listen(ctx context.Context) {
 			if m.Kind != "subscribe" {
 				continue
 			}
-			if confirmed {
+			if confirmed || down {
+				// Revocations published while unsubscribed were missed (also when the
+				// store was opened with Redis down: keys may have been looked up since
+				// it came back): forget every cached key.
 				s.emit("*")
 			}
 			confirmed = true

@@ -106,26 +106,55 @@ func TestRegistered(t *testing.T) {
 	}
 }
 
-// TestOpenDeadRedisFailsFast: a gateway pointed at nothing gets an error, not a hang.
-func TestOpenDeadRedisFailsFast(t *testing.T) {
+// TestOpenWhileRedisIsDown: a replica (re)started during a Redis outage starts, as
+// running replicas ride the outage out (no crash loop): Open returns at once, calls
+// fail fast meanwhile, and everything works, invalidations included, once Redis is back.
+func TestOpenWhileRedisIsDown(t *testing.T) {
 	srv := redistest.StartServer(t, redistest.Options{})
 	srv.Stop()
 	done := make(chan error, 1)
+	var a *ralfredis.Store
 	go func() {
-		s, err := ralfredis.Open("redis://"+srv.Addr+"/0", nil)
-		if err == nil {
-			_ = s.Close()
-		}
+		var err error
+		a, err = ralfredis.Open("redis://"+srv.Addr+"/0", nil)
 		done <- err
 	}()
 	select {
 	case err := <-done:
-		if err == nil {
-			t.Fatal("Open succeeded with no server")
+		if err != nil {
+			t.Fatalf("Open with Redis down: %v, want a store that connects later", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Open hung on a dead redis")
 	}
+	defer a.Close()
+	ctx := context.Background()
+	if _, err := a.Allow(ctx, "down", 5, time.Second); err == nil {
+		t.Fatal("Allow succeeded with redis down")
+	}
+
+	srv.StartAgain()
+	var back error
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, back = a.Allow(ctx, "up", 5, time.Second); back == nil {
+			break
+		}
+	}
+	if back != nil {
+		t.Fatalf("calls still failing after redis came: %v", back)
+	}
+	// Subscribed at last: what was cached meanwhile is forgotten, since revocations
+	// may have been missed.
+	expectInvalidation(t, a.Invalidations(), "*")
+	b := open(t, "redis://"+srv.Addr+"/0")
+	secret, k, err := b.CreateKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RevokeKey(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	expectInvalidation(t, a.Invalidations(), k.ID)
 }
 
 // TestReplicasShareKeys: two stores on one redis act as two gateway replicas.
