@@ -163,12 +163,13 @@ func bucketOf(r *http.Request) string {
 	return "ip:" + ipBucket(ClientIP(r))
 }
 
-// ipBucket is the per-IP bucket of an address: the address for IPv4, its /64 for IPv6,
-// since one host usually holds a whole /64 and could otherwise take a fresh bucket per
-// request.
+// ipBucket is the per-IP bucket of an address: the address for IPv4, its /64 for a
+// public IPv6 address, since one host usually holds a whole /64 and could otherwise
+// take a fresh bucket per request. Private (ULA), link-local and loopback IPv6 count
+// by address: on a LAN, the /64 is every host's.
 func ipBucket(ip string) string {
 	a, err := netip.ParseAddr(ip)
-	if err != nil || !a.Is6() || a.Is4In6() {
+	if err != nil || !a.Is6() || a.Is4In6() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLoopback() {
 		return ip
 	}
 	p, _ := a.Prefix(64)

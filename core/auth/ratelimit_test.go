@@ -194,9 +194,17 @@ func TestRateLimitIPv6ByPrefix(t *testing.T) {
 	if c := send("[2001:db8:1:3::1]:1000"); c != 200 {
 		t.Fatalf("another /64: %d, want its own bucket", c)
 	}
-	// IPv4, and IPv4 mapped into IPv6, stay per address.
+	// IPv4, IPv4 mapped into IPv6, and LAN addresses (ULA, link-local, with their
+	// zone) stay per address.
 	if c := send("[::ffff:203.0.113.9]:1000"); c != 200 {
 		t.Fatalf("IPv4-mapped: %d", c)
+	}
+	for _, lan := range []string{"[fd00:1:2:3::1]", "[fd00:1:2:3::2]", "[fe80::1%eth0]", "[fe80::1%eth1]", "[fe80::2%eth0]"} {
+		for i := 0; i < 2; i++ {
+			if c := send(lan + ":1000"); c != 200 {
+				t.Fatalf("%s, request %d: %d, want a bucket of its own", lan, i, c)
+			}
+		}
 	}
 	if b := st.buckets(); !slices.Contains(b, "ip:2001:db8:1:2::/64") || !slices.Contains(b, "ip:::ffff:203.0.113.9") {
 		t.Fatalf("buckets %v", b)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -104,7 +105,7 @@ func (s *snapshot) resolveProvider(name string) (int, *httpError) {
 	if s.disabled[name] {
 		return -1, badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", name)
 	}
-	return -1, badRequest("unknown provider %q; available: %s", truncate(s.secrets.Redact(middleware.RedactKeys(name)), 40), strings.Join(s.names(), ", "))
+	return -1, badRequest("unknown provider %q; available: %s", truncate(middleware.RedactKeys(name), 40), strings.Join(s.names(), ", "))
 }
 
 // route says which providers may answer a request.
@@ -128,17 +129,13 @@ func (s *snapshot) resolveModel(model string) (route, string, *httpError) {
 	}
 	// A configured model wins over "name/model": groq's own "groq/compound" must not
 	// become provider groq with model "compound".
-	found := -1
+	if s.shared[model] != nil {
+		return route{pinned: -1, model: model}, "", nil
+	}
 	for i, p := range s.providers {
 		if p.cfg.Model == model {
-			if found >= 0 {
-				return route{pinned: -1, model: model}, "", nil
-			}
-			found = i
+			return route{pinned: i}, "", nil
 		}
-	}
-	if found >= 0 {
-		return route{pinned: found}, "", nil
 	}
 	name, m, split := strings.Cut(model, "/")
 	if split {
@@ -152,7 +149,7 @@ func (s *snapshot) resolveModel(model string) (route, string, *httpError) {
 		}
 		return ring, "", badRequest("provider %q is disabled (enabled: false, or its api_key is not set)", model)
 	}
-	return ring, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(s.secrets.Redact(middleware.RedactKeys(model)), 80))}
+	return ring, "", &httpError{http.StatusNotFound, fmt.Sprintf("model %q not found: use \"auto\", a provider name or \"provider/model\" (see GET /v1/models)", truncate(middleware.RedactKeys(model), 80))}
 }
 
 // order lists the providers that may answer now, in the order to try them.
@@ -163,18 +160,25 @@ func (s *snapshot) order(buf []int, rt route, now time.Time) []int {
 		}
 		return buf
 	}
-	order := s.ring.Order(buf, now)
 	if rt.model == "" {
-		return order
+		return s.ring.Order(buf, now)
 	}
-	n := 0
-	for _, i := range order {
-		if s.providers[i].cfg.Model == rt.model {
-			order[n] = i
-			n++
+	// In turn over the group's available providers (so that one cooling does not
+	// double its neighbour's share), apart from the ring: "auto" traffic keeps its order.
+	mg := s.shared[rt.model]
+	avail := buf
+	for _, i := range mg.members {
+		if s.providers[i].health.Available(now) {
+			avail = append(avail, i)
 		}
 	}
-	return order[:n]
+	if n := len(avail); n > 1 {
+		start := int((mg.next.Add(1) - 1) % uint64(n))
+		slices.Reverse(avail[:start])
+		slices.Reverse(avail[start:])
+		slices.Reverse(avail)
+	}
+	return avail
 }
 
 // nextAvailable is when the first cooling provider of the route comes back (zero if none cools).
@@ -187,10 +191,7 @@ func (s *snapshot) nextAvailable(rt route, now time.Time) time.Time {
 		return s.ring.NextAvailable(now)
 	}
 	var earliest time.Time
-	for i := range s.providers {
-		if s.providers[i].cfg.Model != rt.model {
-			continue
-		}
+	for _, i := range s.shared[rt.model].members {
 		if u, cooling := s.providers[i].health.CooldownUntil(now); cooling && (earliest.IsZero() || u.Before(earliest)) {
 			earliest = u
 		}
@@ -360,7 +361,9 @@ func (rv *receiver) next() (*llm.Chunk, error) {
 // done records a clean end of the upstream stream and returns its usage (nil if none).
 func (g *Gateway) done(p *provider, rv *receiver) *llm.Usage {
 	rv.timer.Stop()
-	p.health.Success()
+	if !rv.override { // a model the client chose says nothing of the configured one's health
+		p.health.Success()
+	}
 	g.m.Attempt(p.cfg.Name, "ok")
 	if !rv.hasUsage {
 		return nil

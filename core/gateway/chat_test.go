@@ -408,7 +408,7 @@ store: memory://
 		t.Fatalf("a name that is not a string: %d %s", r.status, r.body)
 	}
 	// Clients that send the unsupported fields empty or off are served.
-	r = e.do(http.MethodPost, "/v1/chat/completions", `{"tools":[],"functions":null,"logprobs":false,"top_logprobs":0,"messages":[{"role":"user","content":"Hi"}]}`)
+	r = e.do(http.MethodPost, "/v1/chat/completions", `{"tools":[ ],"functions":null,"logprobs":false,"top_logprobs":0,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}},"messages":[{"role":"user","content":"Hi"}]}`)
 	if r.status != 200 {
 		t.Fatalf("empty tools, logprobs false: %d %s", r.status, r.body)
 	}

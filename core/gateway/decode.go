@@ -330,20 +330,43 @@ func decodeOpenAI(body []byte, lim config.Limits) (*openAIRequest, *httpError) {
 			return nil, badRequest("stop must be a string or an array of strings")
 		}
 	}
-	if he := checkUnsupported(extra); he != nil {
+	if he := checkExtras(extra); he != nil {
 		return nil, he
 	}
 	req.Extra = extra
 	return &openAIRequest{req: req, model: b.Model, includeUsage: b.Stream && b.StreamOptions != nil && b.StreamOptions.IncludeUsage}, nil
 }
 
-// checkUnsupported refuses what ralf passes upstream but cannot relay back, rather
-// than answering without it: tool (function) definitions, whose calls would be
-// dropped from the answer (and the tool role is refused), and token log probabilities.
-func checkUnsupported(extra map[string]json.RawMessage) *httpError {
+// checkExtras checks the passed-through fields ralf reads itself. It refuses what
+// ralf passes upstream but cannot relay back, rather than answering without it: tool
+// (function) definitions, whose calls would be dropped from the answer (and the tool
+// role is refused), and token log probabilities. And it checks response_format's
+// shape, which the gemini dialect translates: a malformed one must not quietly give
+// free text.
+func checkExtras(extra map[string]json.RawMessage) *httpError {
 	for _, k := range [...]string{"tools", "functions"} {
-		if v := bytes.TrimSpace(extra[k]); len(v) > 0 && string(v) != "null" && string(v) != "[]" {
+		var list []json.RawMessage
+		if v := bytes.TrimSpace(extra[k]); len(v) > 0 && string(v) != "null" && (json.Unmarshal(v, &list) != nil || len(list) > 0) {
 			return badRequest("%s is not supported: ralf relays text answers only, not tool calls", k)
+		}
+	}
+	if v := bytes.TrimSpace(extra["response_format"]); len(v) > 0 && string(v) != "null" {
+		var rf struct {
+			Type       *string         `json:"type"`
+			JSONSchema json.RawMessage `json:"json_schema"`
+		}
+		if json.Unmarshal(v, &rf) != nil || rf.Type == nil {
+			return badRequest(`response_format must be an object with a "type" (text, json_object or json_schema)`)
+		}
+		if *rf.Type == "json_schema" {
+			var js struct {
+				Schema json.RawMessage `json:"schema"`
+			}
+			var schema map[string]json.RawMessage
+			if json.Unmarshal(rf.JSONSchema, &js) != nil ||
+				(len(js.Schema) > 0 && string(js.Schema) != "null" && json.Unmarshal(js.Schema, &schema) != nil) {
+				return badRequest(`response_format.json_schema must be an object like {"name": ..., "schema": {...}}`)
+			}
 		}
 	}
 	if v := bytes.TrimSpace(extra["logprobs"]); len(v) > 0 && string(v) != "null" && string(v) != "false" {

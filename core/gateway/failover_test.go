@@ -659,3 +659,55 @@ store: memory://
 		t.Fatalf("the configured model after another client's failures: %d %s", r.status, r.body)
 	}
 }
+
+// TestOverriddenModelSuccessesDoNotHideFailures: nor do its successes count: another
+// client's working model must not keep a provider whose configured model fails out
+// of cooldown.
+func TestOverriddenModelSuccessesDoNotHideFailures(t *testing.T) {
+	e := newEnv(t, `
+routing: {failure_threshold: 2, cooldown: 30s}
+providers:
+  - {name: p, base_url: "{{MOCK}}/v1", model: "mock+status=503"}
+store: memory://
+`)
+	if r := e.chat(hello); r.status != 502 {
+		t.Fatalf("configured model: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/v1/chat/completions", `{"model":"p/mock","messages":[{"role":"user","content":"Hello"}]}`); r.status != 200 {
+		t.Fatalf("chosen model: %d %s", r.status, r.body)
+	}
+	if r := e.chat(hello); r.status != 502 {
+		t.Fatalf("configured model again: %d %s", r.status, r.body)
+	}
+	if h := e.health(); h.Providers[0].State != "cooldown" {
+		t.Fatalf("two failures of the configured model, with a client's successes between them: %s", h.raw)
+	}
+}
+
+// TestSharedModelIsSpreadEvenly: requests naming a model two providers share go to
+// each in turn, whatever the ring's other members and weights.
+func TestSharedModelIsSpreadEvenly(t *testing.T) {
+	for _, strategy := range []string{"round_robin", "weighted"} {
+		t.Run(strategy, func(t *testing.T) {
+			e := newEnv(t, `
+routing: {strategy: `+strategy+`}
+providers:
+  - {name: a, base_url: "{{MOCK}}/v1", model: "mock"}
+  - {name: b, base_url: "{{MOCK}}/v1", model: "mock"}
+  - {name: c, base_url: "{{MOCK}}/v1", model: "mock+chunks=2", weight: 4}
+store: memory://
+`)
+			got := map[string]int{}
+			for i := 0; i < 20; i++ {
+				r := e.do("POST", "/v1/chat/completions", `{"model":"mock","messages":[{"role":"user","content":"Hello"}]}`)
+				if r.status != 200 {
+					t.Fatalf("%d %s", r.status, r.body)
+				}
+				got[r.header.Get("X-Provider")]++
+			}
+			if got["a"] != 10 || got["b"] != 10 {
+				t.Fatalf("20 requests for the shared model went %v, want 10 each to a and b", got)
+			}
+		})
+	}
+}

@@ -71,9 +71,17 @@ type snapshot struct {
 	ring      *ring.Ring
 	providers []provider // aligned with ring members
 	byName    map[string]int
-	disabled  map[string]bool    // declared but disabled providers
-	secrets   middleware.Secrets // client and master keys, redacted from what is logged or quoted back
+	disabled  map[string]bool        // declared but disabled providers
+	secrets   middleware.Secrets     // client and master keys, redacted from the access log
+	shared    map[string]*modelGroup // models that several providers are configured with
 	handler   http.Handler
+}
+
+// modelGroup is the providers configured with one model, which requests naming that
+// model go to in turn.
+type modelGroup struct {
+	members []int // provider indexes
+	next    atomic.Uint64
 }
 
 type provider struct {
@@ -168,6 +176,21 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 		return err
 	}
 	s.ring = ring.New(members, cfg.Routing.Strategy == "weighted", &g.pos)
+	for i := range s.providers {
+		m := s.providers[i].cfg.Model
+		if s.shared[m] == nil {
+			if s.shared == nil {
+				s.shared = map[string]*modelGroup{}
+			}
+			s.shared[m] = &modelGroup{}
+		}
+		s.shared[m].members = append(s.shared[m].members, i)
+	}
+	for m, mg := range s.shared {
+		if len(mg.members) < 2 {
+			delete(s.shared, m)
+		}
+	}
 	g.gen++
 	s.gen = g.gen
 	s.handler = g.routes(s)

@@ -19,10 +19,9 @@ import (
 // generation's config, so a reload changes auth, limits and CORS all at once.
 func (g *Gateway) routes(s *snapshot) http.Handler {
 	cfg := s.cfg
-	secrets := s.secrets
 	r := mux.NewRouter()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		apierr.Write(w, r, http.StatusNotFound, "Not found: "+r.Method+" "+secrets.Redact(middleware.RedactPath(r.URL.Path)))
+		apierr.Write(w, r, http.StatusNotFound, "Not found: "+r.Method+" "+middleware.RedactPath(r.URL.Path))
 	})
 	var allowed []allowRule // for the Allow header of a 405
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -32,7 +31,7 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 				break
 			}
 		}
-		apierr.Write(w, r, http.StatusMethodNotAllowed, "Method "+r.Method+" not allowed on "+secrets.Redact(middleware.RedactPath(r.URL.Path)))
+		apierr.Write(w, r, http.StatusMethodNotAllowed, "Method "+r.Method+" not allowed on "+middleware.RedactPath(r.URL.Path))
 	})
 
 	authn := auth.Authenticate(cfg.Auth, g.keys, g.log.Named("auth"))
@@ -84,7 +83,7 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 	// the metrics record (outside, they saw the 200 of a response never written),
 	// and the panic line carries the request id.
 	return middleware.Chain(r,
-		middleware.AccessLog(g.log.Named("access"), g.record, secrets),
+		middleware.AccessLog(g.log.Named("access"), g.record, s.secrets),
 		middleware.Recover(g.log),
 		auth.CORS(cfg.CORS),
 	)

@@ -126,14 +126,19 @@ func RedactPath(p string) string {
 }
 
 // Secrets redacts known secrets of any shape (static client keys, the master key)
-// from what is logged or quoted back: a key pasted into a path or a model name.
+// from the log: a key pasted into a path or a model name. Only from the log: an
+// answer redacting them would tell a client which of its guesses is a key.
 type Secrets struct{ r *strings.Replacer }
 
-// NewSecrets builds a Secrets for these values (empty ones are ignored).
+// minSecret is the shortest value redacted: shorter ones would garble common words
+// in the log ("dev" in /v1/devices), and are no secret worth the name.
+const minSecret = 8
+
+// NewSecrets builds a Secrets for these values (those shorter than 8 are ignored).
 func NewSecrets(values ...string) Secrets {
 	var vs []string
 	for _, v := range values {
-		if v != "" {
+		if len(v) >= minSecret {
 			vs = append(vs, v)
 		}
 	}

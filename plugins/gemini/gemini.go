@@ -329,11 +329,11 @@ func (p *Provider) ChatStream(ctx context.Context, req *llm.ChatRequest) (llm.St
 // (responseMimeType), json_schema for JSON following its schema (responseJsonSchema).
 // text, null or an unknown type ask for nothing.
 func responseFormat(raw json.RawMessage, set func(string, any) error) error {
+	// The gateway checked the shape; the type and the schema are read apart so that
+	// one cannot spoil the other.
 	var rf struct {
-		Type       string `json:"type"`
-		JSONSchema struct {
-			Schema json.RawMessage `json:"schema"`
-		} `json:"json_schema"`
+		Type       string          `json:"type"`
+		JSONSchema json.RawMessage `json:"json_schema"`
 	}
 	if json.Unmarshal(raw, &rf) != nil {
 		return nil // not an object: left to the upstream's defaults
@@ -345,8 +345,11 @@ func responseFormat(raw json.RawMessage, set func(string, any) error) error {
 		if err := set("responseMimeType", "application/json"); err != nil {
 			return err
 		}
-		if len(rf.JSONSchema.Schema) > 0 && string(rf.JSONSchema.Schema) != "null" {
-			return set("responseJsonSchema", rf.JSONSchema.Schema)
+		var js struct {
+			Schema json.RawMessage `json:"schema"`
+		}
+		if json.Unmarshal(rf.JSONSchema, &js) == nil && len(js.Schema) > 0 && string(js.Schema) != "null" {
+			return set("responseJsonSchema", js.Schema)
 		}
 	}
 	return nil

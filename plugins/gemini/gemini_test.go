@@ -172,6 +172,12 @@ func TestRequestBody(t *testing.T) {
 				"responseJsonSchema":{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}}}`,
 		},
 		{
+			name: "response_format json_object beside a stray json_schema",
+			req: llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}},
+				Extra: map[string]json.RawMessage{"response_format": json.RawMessage(`{"type":"json_object","json_schema":"stray"}`)}},
+			want: `{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"responseMimeType":"application/json"}}`,
+		},
+		{
 			name: "response_format text",
 			req: llm.ChatRequest{Messages: []llm.Message{{Role: "user", Content: "hi"}},
 				Extra: map[string]json.RawMessage{"response_format": json.RawMessage(`{"type":"text"}`)}},
