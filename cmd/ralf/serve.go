@@ -169,11 +169,16 @@ func serve(ctx context.Context, cfg *config.Config, path string, stderr io.Write
 		}
 		log.Warn(why + ": ending the in-flight requests with an error")
 		abort(gateway.ErrShuttingDown)
-		// Handlers send their error and return; a client that does not read is cut by
-		// Close, which does not wait for handlers: let them unwind before the store closes.
-		drained := gw.Wait(2 * time.Second)
-		_ = srv.Close()
-		if !drained && !gw.Wait(5*time.Second) {
+		// Handlers send their error and return; a second Shutdown waits for their
+		// connections to finish the answers (Close right after the handlers would cut
+		// the end of the response). A client that does not read is cut by Close, which
+		// does not wait for handlers: let them unwind before the store closes.
+		ectx, ecancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer ecancel()
+		if srv.Shutdown(ectx) != nil {
+			_ = srv.Close()
+		}
+		if !gw.Wait(5 * time.Second) {
 			log.Warn("requests still running after the shutdown timeout")
 		}
 	}
