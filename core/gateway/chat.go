@@ -400,6 +400,7 @@ func (g *Gateway) attempt(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	defer timer.Stop()
 
 	t0 := time.Now()
+	in.AttemptStart = t0
 	rv := &receiver{in: in, timer: timer, idle: rt.IdleTimeout, first: first, timedOut: &timedOut, override: req.Model != ""}
 	if p.cfg.Timeout > 0 {
 		rv.deadline = t0.Add(p.cfg.Timeout)
@@ -652,6 +653,7 @@ func (g *Gateway) collect(w http.ResponseWriter, r *http.Request, s *snapshot, p
 	w.Header().Set("X-Provider", p.cfg.Name)
 	(&writeDeadline{rc: http.NewResponseController(w)}).extend()
 	rv.in.TTFB = time.Since(rv.in.Start) // the whole answer is its first byte
+	rv.in.Whole = true
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id":      "chatcmpl-" + rv.in.RequestID,
 		"object":  "chat.completion",

@@ -229,8 +229,11 @@ store: memory://
 	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "cooling down") {
 		t.Fatalf("all cooling: %d %q %s", r.status, r.header.Get("Retry-After"), r.body)
 	}
-	if hr := e.do("GET", "/health", ""); hr.status != 503 || !strings.Contains(hr.body, `"status":"down"`) {
+	if hr := e.do("GET", "/health", ""); hr.status != 200 || !strings.Contains(hr.body, `"status":"degraded"`) {
 		t.Fatalf("health when none can serve: %d %s", hr.status, hr.body)
+	}
+	if hr := e.do("GET", "/health?ready", ""); hr.status != 503 || !strings.Contains(hr.body, `"status":"degraded"`) {
+		t.Fatalf("readiness when none can serve: %d %s", hr.status, hr.body)
 	}
 }
 

@@ -50,14 +50,16 @@ func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request, s *snapsho
 		}
 		b.Providers = append(b.Providers, hp)
 	}
+	// Always 200 (the SPEC's ok|degraded): a liveness probe must not restart a gateway
+	// because its providers are cooling, nor a load balancer drop every replica during
+	// a shared upstream outage. A readiness check that wants that asks ?ready.
 	status := http.StatusOK
-	switch {
-	case up == 0:
-		b.Status, status = "down", http.StatusServiceUnavailable
-	case up < len(s.providers):
+	b.Status = "ok"
+	if up < len(s.providers) || up == 0 {
 		b.Status = "degraded"
-	default:
-		b.Status = "ok"
+	}
+	if _, ready := r.URL.Query()["ready"]; ready && up == 0 {
+		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, b)
 }

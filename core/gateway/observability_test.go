@@ -897,17 +897,21 @@ store: memory://
 		t.Errorf("after a good reload: %s", body)
 	}
 
-	// Every provider cooling: down, 503.
+	// Every provider cooling: degraded, still 200 (a liveness probe must not restart
+	// the gateway for it); 503 for a readiness check (?ready).
 	failNext.Store(true)
 	if r := e.do("POST", "/v1/chat/completions", `{"model":"gem","messages":[{"role":"user","content":"hi"}]}`, key...); r.status != 502 {
 		t.Fatalf("failing request: %d %s", r.status, r.body)
 	}
-	h, body = obsHealth(t, e, 503)
-	if h.Status != "down" || h.Providers[0].State != "cooldown" || h.Providers[1].State != "cooldown" {
+	h, body = obsHealth(t, e, 200)
+	if h.Status != "degraded" || h.Providers[0].State != "cooldown" || h.Providers[1].State != "cooldown" {
 		t.Errorf("none can serve: %s", body)
 	}
-	if hr := e.do("HEAD", "/health", ""); hr.status != 503 || hr.body != "" {
+	if hr := e.do("HEAD", "/health", ""); hr.status != 200 || hr.body != "" {
 		t.Errorf("HEAD /health: %d %q", hr.status, hr.body)
+	}
+	if hr := e.do("HEAD", "/health?ready", ""); hr.status != 503 || hr.body != "" {
+		t.Errorf("HEAD /health?ready: %d %q", hr.status, hr.body)
 	}
 }
 
@@ -1095,5 +1099,82 @@ store: memory://
 	f := obsAccessLine(t, e, "panic-mid")
 	if f["outcome"] != "error" {
 		t.Errorf("access line %v, want outcome error", f)
+	}
+}
+
+// obsHistSum is the sample sum of the histogram series of family name with these labels.
+func obsHistSum(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	for _, mt := range fams[name].GetMetric() {
+		match := true
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range mt.GetLabel() {
+				found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+			}
+			match = match && found
+		}
+		if match {
+			return mt.GetHistogram().GetSampleSum()
+		}
+	}
+	return -1
+}
+
+// TestProviderLatencyIsItsOwn: the latency histograms of the provider that answered
+// count from its own attempt, not from the request's start (the time lost on a
+// provider that failed first is not its own); a non-streaming answer is no
+// time-to-first-token sample.
+func TestProviderLatencyIsItsOwn(t *testing.T) {
+	e := newEnv(t, `
+routing: {max_attempts: 2, first_byte_timeout: 600ms, failure_threshold: 100}
+providers:
+  - {name: stuck, base_url: "{{MOCK}}/v1", model: "mock+hang"}
+  - {name: good, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	r := e.chat(hello)
+	if r.status != 200 || r.header.Get("X-Provider") != "good" {
+		t.Fatalf("%d %q", r.status, r.header.Get("X-Provider"))
+	}
+	if f := obsAccessLine(t, e, r.header.Get("X-Request-Id")); obsNum(f["ttfb_ms"]) < 600 {
+		t.Fatalf("the access log's ttfb_ms %v is the client's wait, failed attempt included", f["ttfb_ms"])
+	}
+	fams := obsScrape(t, e)
+	if s := obsHistSum(fams, "ralf_time_to_first_token_seconds", "provider", "good"); s < 0 || s > 0.5 {
+		t.Fatalf("good's time to first token sums %vs: the stuck provider's 600ms counted as good's", s)
+	}
+	if s := obsHistSum(fams, "ralf_request_duration_seconds", "provider", "good"); s < 0 || s > 0.5 {
+		t.Fatalf("good's duration sums %vs: the stuck provider's 600ms counted as good's", s)
+	}
+	before := obsMetric(fams, "ralf_time_to_first_token_seconds", "provider", "good")
+	if r := e.do("POST", "/v1/chat/completions", `{"model":"good","messages":[{"role":"user","content":"Hello"}]}`); r.status != 200 {
+		t.Fatalf("non-streaming: %d %s", r.status, r.body)
+	}
+	fams = obsScrape(t, e)
+	if after := obsMetric(fams, "ralf_time_to_first_token_seconds", "provider", "good"); after != before {
+		t.Fatalf("a non-streaming answer was a time-to-first-token sample (%v → %v)", before, after)
+	}
+	if n := obsMetric(fams, "ralf_request_duration_seconds", "provider", "good"); n != 2 {
+		t.Fatalf("duration samples %v, want 2", n)
+	}
+}
+
+// TestMidStreamFailureIsLoggedAtWarn: a stream that fails after its 200 is logged at
+// warn like other failures, so log.level: warn still shows it.
+func TestMidStreamFailureIsLoggedAtWarn(t *testing.T) {
+	e := newEnv(t, `
+providers:
+  - {name: cutter, base_url: "{{MOCK}}/v1", model: "mock+cut=3"}
+store: memory://
+`)
+	r := e.chat(hello)
+	id := r.header.Get("X-Request-Id")
+	if f := obsAccessLine(t, e, id); r.status != 200 || f["outcome"] != "error" {
+		t.Fatalf("%d %v", r.status, f)
+	}
+	for _, le := range obsAccessLines(e) {
+		if le.ContextMap()["request_id"] == id && le.Level != zapcore.WarnLevel {
+			t.Fatalf("a failed stream logged at %v, want warn", le.Level)
+		}
 	}
 }

@@ -104,8 +104,20 @@ func (g *Gateway) record(in *middleware.Info, status int, dur time.Duration) {
 	if overhead < 0 {
 		overhead = 0
 	}
+	// The provider's latencies count from its own attempt: time lost on providers that
+	// failed before it is not its own (those show in ralf_upstream_attempts_total).
+	pdur, pttfb := dur, in.TTFB
+	if off := in.AttemptStart.Sub(in.Start); !in.AttemptStart.IsZero() && off > 0 {
+		pdur -= off
+		if pttfb > off {
+			pttfb -= off
+		}
+	}
+	if in.Whole {
+		pttfb = 0 // a non-streaming answer has no first token apart from its end
+	}
 	g.m.Request(metrics.Record{
-		Provider: in.Provider, Outcome: in.Outcome, Status: status, Duration: dur, TTFB: in.TTFB,
+		Provider: in.Provider, Outcome: in.Outcome, Status: status, Duration: pdur, TTFB: pttfb,
 		Overhead: overhead, Attempts: in.Attempts, TokensIn: in.TokensIn, TokensOut: in.TokensOut, Client: in.Client,
 	})
 }

@@ -204,12 +204,12 @@ func newWithClock(now func() time.Time) *Metrics {
 	}, []string{"provider", "outcome"})
 	m.durationVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "ralf_request_duration_seconds",
-		Help:    "Whole request duration, until the last byte, by provider.",
+		Help:    "Request duration by the provider that answered, from the start of its attempt to the last byte.",
 		Buckets: durationBuckets,
 	}, []string{"provider"})
 	m.ttfbVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "ralf_time_to_first_token_seconds",
-		Help:    "Time from the request to the first token sent to the client, by provider.",
+		Help:    "Time from the start of the answering provider's attempt to the first token sent to the client (streaming answers only), by provider.",
 		Buckets: ttfbBuckets,
 	}, []string{"provider"})
 	m.overhead = prometheus.NewHistogram(prometheus.HistogramOpts{

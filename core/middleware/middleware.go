@@ -32,8 +32,10 @@ type Info struct {
 	TokensOut    int
 	Client       string // client key name, never the key
 	Err          string
-	Outcome      string // "ok", "error", "rejected", "cancelled"; derived from the status when empty
-	Chat         bool   // a chat request (counted in the request metrics)
+	Outcome      string    // "ok", "error", "rejected", "cancelled"; derived from the status when empty
+	Chat         bool      // a chat request (counted in the request metrics)
+	AttemptStart time.Time // when the last upstream attempt began: the provider's latency counts from there
+	Whole        bool      // a non-streaming answer: its TTFB is the whole answer's time
 }
 
 type infoKey struct{}
@@ -291,7 +293,7 @@ func AccessLog(log *zap.Logger, rec Recorder, secrets Secrets) func(http.Handler
 					rec(in, status, dur)
 				}
 				lvl := zap.InfoLevel
-				if status >= 500 {
+				if status >= 500 || in.Outcome == "error" { // a stream that failed after its 200 too
 					lvl = zap.WarnLevel
 				}
 				if ce := log.Check(lvl, "request"); ce != nil {
