@@ -453,3 +453,23 @@ func TestArguments(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleLogsHaveNoColourCodesInAFile: log.format console writes plain level
+// names where the output is not a terminal (a file, a pipe, a log shipper).
+func TestConsoleLogsHaveNoColourCodesInAFile(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	log, _, stop, err := buildLogger(config.Log{Level: "info", Format: "console"}, f, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("hello")
+	stop()
+	b, _ := os.ReadFile(f.Name())
+	if !strings.Contains(string(b), "INFO") || strings.Contains(string(b), "\x1b[") {
+		t.Fatalf("console log line %q: want INFO with no colour codes", b)
+	}
+}

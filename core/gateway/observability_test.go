@@ -598,7 +598,7 @@ store: memory://
 		rate             string
 	}{
 		"bad": {1, 1, "0.00%"},   // the failed-over attempt, counted as the seed did
-		"oai": {3, 1, "66.67%"},  // two answers, one upstream 400
+		"oai": {3, 0, "100.00%"}, // two answers, one upstream 400: the request's fault, not oai's
 		"gem": {1, 0, "100.00%"}, // one answer
 	}
 	if len(m.Services) != len(wantSvc) {
@@ -650,7 +650,8 @@ store: memory://
 				want   float64
 			}{
 				{"ralf_requests_total", []string{"provider", "oai", "outcome", "ok"}, 2},
-				{"ralf_requests_total", []string{"provider", "oai", "outcome", "error"}, 1},
+				{"ralf_requests_total", []string{"provider", "oai", "outcome", "rejected"}, 1},
+				{"ralf_requests_total", []string{"provider", "oai", "outcome", "error"}, 0},
 				{"ralf_requests_total", []string{"provider", "gem", "outcome", "ok"}, 1},
 				{"ralf_requests_total", []string{"provider", "bad", "outcome", "ok"}, 0},
 				{"ralf_requests_total", []string{"provider", "none", "outcome", "rejected"}, 1},
@@ -668,7 +669,7 @@ store: memory://
 				{"ralf_provider_up", []string{"provider", "gem"}, 1},
 				{"ralf_inflight_streams", nil, 0},
 				{"ralf_rate_limited_total", nil, 0},
-				{"ralf_request_duration_seconds", []string{"provider", "oai"}, 3},
+				{"ralf_request_duration_seconds", []string{"provider", "oai"}, 2}, // not the rejected one
 				{"ralf_time_to_first_token_seconds", []string{"provider", "gem"}, 1},
 				// Every chat request, rejected ones included, spends time in ralf.
 				{"ralf_gateway_overhead_seconds", nil, 5},
@@ -1176,5 +1177,34 @@ store: memory://
 		if le.ContextMap()["request_id"] == id && le.Level != zapcore.WarnLevel {
 			t.Fatalf("a failed stream logged at %v, want warn", le.Level)
 		}
+	}
+}
+
+// TestScrapeByAnOldGenerationKeepsNewProviders: a /metrics scrape that a generation
+// from before a reload serves does not bring back that generation's providers.
+func TestScrapeByAnOldGenerationKeepsNewProviders(t *testing.T) {
+	e := newEnv(t, `
+providers:
+  - {name: a, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	old := e.gw.Handler()
+	e.apply(`
+providers:
+  - {name: a, base_url: "{{MOCK}}/v1", model: "mock"}
+  - {name: b, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`)
+	if r := e.chat(`{"provider":"b","messages":[{"role":"user","content":"Hello"}]}`); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	rec := httptest.NewRecorder()
+	old.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics?format=prometheus", nil))
+	fams := obsScrape(t, e)
+	if n := obsMetric(fams, "ralf_requests_total", "provider", "b", "outcome", "ok"); n != 1 {
+		t.Fatalf("b's requests after a scrape served by the old generation: %v, want 1", n)
+	}
+	if up := obsMetric(fams, "ralf_provider_up", "provider", "b"); up != 1 {
+		t.Fatalf("ralf_provider_up{b} = %v, want 1", up)
 	}
 }

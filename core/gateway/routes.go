@@ -57,7 +57,9 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 		metricsH = auth.RequireMaster(cfg.Auth)(metricsH)
 	}
 	r.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.publishProviderStates(s) // cooldowns end by time: refresh provider_up at scrape
+		// Cooldowns end by time: refresh provider_up at scrape, for the generation being
+		// served now (a scrape that began before a reload must not bring back its providers).
+		g.publishProviderStates(g.cur.Load())
 		metricsH.ServeHTTP(w, r)
 	})).Methods(http.MethodGet, http.MethodHead) // the metrics handler answers HEAD too, as /health does
 	if g.keys != nil {
