@@ -216,6 +216,17 @@ func TestKeysFlagsAnywhere(t *testing.T) {
 	if _, err := os.Stat("cwd.db"); err == nil {
 		t.Fatal("list created a database")
 	}
+	// A typo, or no subcommand, is a usage error (exit 2), and creates nothing either.
+	for _, args := range [][]string{{"keys", "lst"}, {"keys"}} {
+		errb.Reset()
+		err := run(context.Background(), args, &out, &errb)
+		if code, ok := err.(exitError); !ok || code != 2 || !strings.Contains(errb.String(), "usage: ralf keys") {
+			t.Fatalf("%q: %v %q, want the usage and exit 2", args, err, errb.String())
+		}
+		if _, err := os.Stat("cwd.db"); err == nil {
+			t.Fatalf("%q created a database", args)
+		}
+	}
 	// Creating one says where it is.
 	out.Reset()
 	errb.Reset()

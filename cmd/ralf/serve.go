@@ -360,16 +360,32 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			"use the admin API (/admin/keys) there, or a sqlite:// or redis:// store\n", *path)
 		return exitError(2)
 	}
+	sub := ""
+	if len(args) > 0 {
+		sub = args[0]
+	}
+	switch sub {
+	case "create", "list", "ls", "revoke", "rm", "delete":
+	default:
+		// help, or a usage error, before the store is opened: a typo must not create a database.
+		return keysUsage(stderr, auth.KeysCommand(ctx, args, nil, stdout))
+	}
 	// A relative sqlite path is the working directory's: run from elsewhere, ralf keys
 	// would quietly work on another, new database than the gateway's.
-	newDB := ""
+	newDB, relative := "", ""
 	if u, err := url.Parse(cfg.Store); err == nil && u.Scheme == "sqlite" {
 		if p, err := sqlite.PathFromURL(u); err == nil {
+			if !filepath.IsAbs(p) {
+				relative = fmt.Sprintf(" (store: %s is relative to the working directory)", cfg.Store)
+			}
 			if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 				abs, _ := filepath.Abs(p)
-				if len(args) == 0 || args[0] != "create" {
-					fmt.Fprintf(stderr, "ralf keys: there is no key database at %s (store: %s is relative to the working directory): "+
-						"run ralf keys in the gateway's working directory, or give store an absolute path\n", abs, cfg.Store)
+				if sub != "create" {
+					fmt.Fprintf(stderr, "ralf keys: there is no key database at %s%s: the gateway creates it when it starts", abs, relative)
+					if relative != "" {
+						fmt.Fprint(stderr, "; run ralf keys in the gateway's working directory, or give store an absolute path")
+					}
+					fmt.Fprintln(stderr)
 					return exitError(1)
 				}
 				newDB = abs
@@ -382,19 +398,20 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer st.Close()
 	if newDB != "" {
-		fmt.Fprintf(stderr, "ralf keys: created a new key database at %s; a gateway started elsewhere will not see it "+
-			"(store: %s is relative to the working directory)\n", newDB, cfg.Store)
+		fmt.Fprintf(stderr, "ralf keys: created a new key database at %s%s\n", newDB, relative)
 	}
 	keys := auth.NewKeys(st, log, auth.KeysOptions{})
 	defer keys.Close()
-	if err := auth.KeysCommand(ctx, args, keys, stdout); err != nil {
-		if errors.Is(err, auth.ErrUsage) {
-			fmt.Fprintf(stderr, "ralf keys: %v\nusage: ralf keys [--config FILE] create NAME | list | revoke ID|KEY\n", err)
-			return exitError(2)
-		}
-		return err
+	return keysUsage(stderr, auth.KeysCommand(ctx, args, keys, stdout))
+}
+
+// keysUsage prints the usage for a usage error of ralf keys.
+func keysUsage(stderr io.Writer, err error) error {
+	if errors.Is(err, auth.ErrUsage) {
+		fmt.Fprintf(stderr, "ralf keys: %v\nusage: ralf keys [--config FILE] create NAME | list | revoke ID|KEY\n", err)
+		return exitError(2)
 	}
-	return nil
+	return err
 }
 
 // startPprof serves net/http/pprof on addr (e.g. 127.0.0.1:6060) for profiling; it is

@@ -71,6 +71,7 @@ func TestRules(t *testing.T) {
 		{"redis db", okProvider + "store: \"redis://h:6379/x\"\n", nil, "store: redis:// database must be a number"},
 		{"rediss host", okProvider + "store: \"rediss:///0\"\n", nil, "store: rediss:// needs a host"},
 		{"redis password with a #", okProvider + "store: \"redis://:pa#ss@h:6379/0\"\n", nil, "percent-encoded"},
+		{"redis user and password with a #", okProvider + "store: \"redis://default:2024#Spring@h:6379/0\"\n", nil, "has a # in it: a password holding"},
 		{"cors origin", okProvider + "cors: {allowed_origins: [\"*\", \"example.com\"]}\n", nil, `cors.allowed_origins[1]: "example.com" must be "*" or an origin`},
 		{"cors origin with path", okProvider + "cors: {allowed_origins: [\"https://a.example/app\"]}\n", nil, "cors.allowed_origins[0]:"},
 		{"unclosed expansion", "providers:\n  - {name: a, base_url: \"http://h/v1\", model: \"${M\"}\n", nil, "providers[0].model: unclosed ${ in value"},

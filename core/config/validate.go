@@ -135,6 +135,9 @@ func (c *Config) validate(d *decoder, opts Options) {
 		d.errorf("store", "sqlite:// needs a path, like sqlite://data/ralf.db")
 	} else if u.Scheme == "sqlite" && u.Host+u.Path == ":memory:" {
 		d.errorf("store", "sqlite://:memory: is not a file; for a store in memory use memory://")
+	} else if (u.Scheme == "redis" || u.Scheme == "rediss") && (u.Fragment != "" || strings.HasSuffix(c.Store, "#")) {
+		// A # in a password starts a fragment: the rest of the URL, host included, is lost.
+		d.errorf("store", "%s:// URL has a # in it: a password holding / # ? @ : %% must be percent-encoded (# as %%23, / as %%2F, ...)", u.Scheme)
 	} else if (u.Scheme == "redis" || u.Scheme == "rediss") && u.Host == "" {
 		d.errorf("store", "%s:// needs a host, like %s://127.0.0.1:6379/0", u.Scheme, u.Scheme)
 	} else if db := strings.Trim(u.Path, "/"); (u.Scheme == "redis" || u.Scheme == "rediss") && db != "" {

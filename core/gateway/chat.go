@@ -282,9 +282,12 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, s *snapshot, 
 	in.Err = msg
 	if !res.retry {
 		// The upstream refused the request itself: its answer, and asking again would
-		// get the same. OpenAI's SDKs retry a 502 unless told not to. The request was
-		// at fault, not the provider: in the metrics it is rejected, not an error.
-		in.Outcome = "rejected"
+		// get the same. OpenAI's SDKs retry a 502 unless told not to. For a model the
+		// client chose, the request was at fault: rejected, not the provider's error.
+		// (For the configured model it may be the provider's: a model retired upstream.)
+		if req.Model != "" {
+			in.Outcome = "rejected"
+		}
 		w.Header()["X-Provider"] = s.providers[order[len(failures)-1]].xname
 		w.Header().Set("X-Should-Retry", "false")
 	} else if ra := s.nextAvailable(rt, time.Now()); !ra.IsZero() {

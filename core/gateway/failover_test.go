@@ -714,3 +714,24 @@ store: memory://
 		})
 	}
 }
+
+// TestSharedModelTurnSurvivesAReload: the turn within a shared model carries on across
+// reloads, as the ring's position does.
+func TestSharedModelTurnSurvivesAReload(t *testing.T) {
+	yaml := `
+providers:
+  - {name: a, base_url: "{{MOCK}}/v1", model: "mock"}
+  - {name: b, base_url: "{{MOCK}}/v1", model: "mock"}
+store: memory://
+`
+	e := newEnv(t, yaml)
+	got := map[string]int{}
+	for i := 0; i < 4; i++ {
+		r := e.do("POST", "/v1/chat/completions", `{"model":"mock","messages":[{"role":"user","content":"Hello"}]}`)
+		got[r.header.Get("X-Provider")]++
+		e.apply(yaml + fmt.Sprintf("# edit %d\n", i))
+	}
+	if got["a"] != 2 || got["b"] != 2 {
+		t.Fatalf("4 requests with a reload after each went %v, want 2 each", got)
+	}
+}

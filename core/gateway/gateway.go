@@ -48,13 +48,14 @@ type Gateway struct {
 	cur    atomic.Pointer[snapshot]
 	active sync.WaitGroup // requests being served, for shutdown
 
-	mu      sync.Mutex // serializes Apply
-	pos     ring.Position
-	health  map[string]*ring.Health // by provider fingerprint
-	clients map[string]*http.Client // by upstream scheme://host
-	gen     int64
-	status  atomic.Pointer[configStatus]
-	boot    *config.Config // the first generation's: what listen, store and log format are in use
+	mu       sync.Mutex // serializes Apply
+	pos      ring.Position
+	modelPos map[string]*atomic.Uint64 // the turn within each shared model (see modelGroup)
+	health   map[string]*ring.Health   // by provider fingerprint
+	clients  map[string]*http.Client   // by upstream scheme://host
+	gen      int64
+	status   atomic.Pointer[configStatus]
+	boot     *config.Config // the first generation's: what listen, store and log format are in use
 }
 
 type configStatus struct {
@@ -80,8 +81,8 @@ type snapshot struct {
 // modelGroup is the providers configured with one model, which requests naming that
 // model go to in turn.
 type modelGroup struct {
-	members []int // provider indexes
-	next    atomic.Uint64
+	members []int          // provider indexes
+	next    *atomic.Uint64 // whose turn it is; shared by the generations (Gateway.modelPos)
 }
 
 type provider struct {
@@ -100,7 +101,7 @@ func New(cfg *config.Config, d Deps) (*Gateway, error) {
 		d.Metrics = metrics.New()
 	}
 	g := &Gateway{log: d.Logger, m: d.Metrics, store: d.Store, keys: d.Keys,
-		health: map[string]*ring.Health{}, clients: map[string]*http.Client{}}
+		health: map[string]*ring.Health{}, clients: map[string]*http.Client{}, modelPos: map[string]*atomic.Uint64{}}
 	g.status.Store(&configStatus{})
 	if err := g.Apply(cfg); err != nil {
 		return nil, err
@@ -189,6 +190,17 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	for m, mg := range s.shared {
 		if len(mg.members) < 2 {
 			delete(s.shared, m)
+			continue
+		}
+		// The turn carries on across reloads, as the ring's position does.
+		if g.modelPos[m] == nil {
+			g.modelPos[m] = new(atomic.Uint64)
+		}
+		mg.next = g.modelPos[m]
+	}
+	for m := range g.modelPos {
+		if s.shared[m] == nil {
+			delete(g.modelPos, m)
 		}
 	}
 	g.gen++

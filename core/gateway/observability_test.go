@@ -598,7 +598,7 @@ store: memory://
 		rate             string
 	}{
 		"bad": {1, 1, "0.00%"},   // the failed-over attempt, counted as the seed did
-		"oai": {3, 0, "100.00%"}, // two answers, one upstream 400: the request's fault, not oai's
+		"oai": {3, 0, "100.00%"}, // two answers, one upstream 400 for a model the client chose: its fault, not oai's
 		"gem": {1, 0, "100.00%"}, // one answer
 	}
 	if len(m.Services) != len(wantSvc) {
@@ -1206,5 +1206,29 @@ store: memory://
 	}
 	if up := obsMetric(fams, "ralf_provider_up", "provider", "b"); up != 1 {
 		t.Fatalf("ralf_provider_up{b} = %v, want 1", up)
+	}
+}
+
+// TestConfiguredModelRefusedIsAnError: an upstream refusing the provider's own
+// configured model (here a 404: a model retired upstream) is the provider's error in
+// the metrics; only for a model the client chose is a refusal the request's fault.
+func TestConfiguredModelRefusedIsAnError(t *testing.T) {
+	e := newEnv(t, `
+providers:
+  - {name: gone, base_url: "{{MOCK}}/v1", model: "mock+status=404"}
+store: memory://
+`)
+	if r := e.chat(hello); r.status != 502 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/v1/chat/completions", `{"model":"gone/mock+status=400","messages":[{"role":"user","content":"Hello"}]}`); r.status != 502 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	fams := obsScrape(t, e)
+	if n := obsMetric(fams, "ralf_requests_total", "provider", "gone", "outcome", "error"); n != 1 {
+		t.Fatalf("errors of the configured model's refusal: %v, want 1", n)
+	}
+	if n := obsMetric(fams, "ralf_requests_total", "provider", "gone", "outcome", "rejected"); n != 1 {
+		t.Fatalf("rejections of the client's model: %v, want 1", n)
 	}
 }

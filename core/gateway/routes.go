@@ -59,7 +59,10 @@ func (g *Gateway) routes(s *snapshot) http.Handler {
 	r.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Cooldowns end by time: refresh provider_up at scrape, for the generation being
 		// served now (a scrape that began before a reload must not bring back its providers).
+		// Under Apply's lock: a reload cannot publish its set in between.
+		g.mu.Lock()
 		g.publishProviderStates(g.cur.Load())
+		g.mu.Unlock()
 		metricsH.ServeHTTP(w, r)
 	})).Methods(http.MethodGet, http.MethodHead) // the metrics handler answers HEAD too, as /health does
 	if g.keys != nil {

@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,17 +100,16 @@ func Open(rawURL string, log *zap.Logger) (*Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
-		var re goredis.Error
-		if errors.As(err, &re) {
+		if refusal(err) {
 			// Redis answered, with a refusal (a wrong password, a database index it
 			// does not have): the configuration is wrong, which waiting will not fix.
 			_ = c.Close()
 			return nil, fmt.Errorf("redis store %s: %w", opt.Addr, err)
 		}
-		// Unreachable: start anyway, as a running gateway rides out a Redis outage
-		// (static keys served, limits per on_store_error), and connect when it is back.
-		// Refusing to start would make a restart during the outage a crash loop.
-		log.Warn("redis store unreachable at start: serving without it until it answers",
+		// Unreachable, or not ready yet: go on, as a running gateway rides out a Redis
+		// outage (static keys served, limits per on_store_error), and connect when it
+		// is back. Refusing to start would make a restart during the outage a crash loop.
+		log.Warn("redis store unreachable: going on without it until it answers",
 			zap.String("addr", opt.Addr), zap.Error(err))
 	}
 	var rb [6]byte
@@ -132,6 +132,22 @@ func Open(rawURL string, log *zap.Logger) (*Store, error) {
 	go s.listen(lctx)
 	log.Debug("redis store open", zap.String("addr", opt.Addr), zap.Int("db", opt.DB), zap.String("prefix", prefix))
 	return s, nil
+}
+
+// refusal tells an answer of Redis that waiting will not change (a wrong password, an
+// unknown database) from an outage: no answer, or one that says "not ready yet"
+// (LOADING while it reads its data after a restart, BUSY, MASTERDOWN, TRYAGAIN).
+func refusal(err error) bool {
+	var re goredis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, p := range [...]string{"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"} {
+		if strings.HasPrefix(re.Error(), p) {
+			return false
+		}
+	}
+	return true
 }
 
 var loggerOnce sync.Once
