@@ -29,6 +29,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -37,6 +38,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -78,7 +80,13 @@ func main() {
 	flag.BoolVar(&o.floor, "floor", false, "instead of ralf, measure a bare net/http reverse proxy (httputil.ReverseProxy, no parsing, no failover): the floor that Go's HTTP stack sets")
 	serveFloor := flag.String("serve-floor", "", "internal: run the bare proxy on this address (with -upstream)")
 	upstream := flag.String("upstream", "", "internal: the bare proxy's upstream base URL")
+	onCore0 := flag.Bool("exec-on-core0", false, "internal: run the command in the arguments pinned to core 0")
 	flag.Parse()
+	if *onCore0 {
+		err := execOnCore0(flag.Args())
+		fmt.Fprintln(os.Stderr, "ralf-bench:", err)
+		os.Exit(1)
+	}
 	if *serveFloor != "" {
 		if err := runFloor(*serveFloor, *upstream); err != nil {
 			fmt.Fprintln(os.Stderr, "ralf-bench:", err)
@@ -87,14 +95,80 @@ func main() {
 		return
 	}
 	for _, s := range strings.Split(conc, ",") {
-		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n > 0 {
-			o.concurrency = append(o.concurrency, n)
+		if s = strings.TrimSpace(s); s == "" {
+			continue
 		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "ralf-bench: -concurrency: %q is not a positive number\n", s)
+			os.Exit(2)
+		}
+		o.concurrency = append(o.concurrency, n)
 	}
-	if err := run(o); err != nil {
+	if len(o.concurrency) == 0 && o.rate <= 0 && o.soak <= 0 {
+		fmt.Fprintln(os.Stderr, "ralf-bench: nothing to run: give -concurrency or -rate")
+		os.Exit(2)
+	}
+	if o.bin != "" {
+		abs, err := filepath.Abs(o.bin) // ralf runs in a temp directory
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ralf-bench:", err)
+			os.Exit(2)
+		}
+		o.bin = abs
+	}
+	// Ctrl-C or a TERM: stop ralf and remove the temp files before leaving.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "\nralf-bench: %v: cleaning up\n", s)
+		runCleanups()
+		os.Exit(130)
+	}()
+	err := run(o)
+	runCleanups()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "ralf-bench:", err)
 		os.Exit(1)
 	}
+}
+
+// cleanups are what run registers to undo (temp directories, the ralf child, the
+// mock), run at the end or on a signal, each once, last registered first.
+var cleanups struct {
+	sync.Mutex
+	fns []func()
+}
+
+func atCleanup(f func()) {
+	cleanups.Lock()
+	defer cleanups.Unlock()
+	cleanups.fns = append(cleanups.fns, sync.OnceFunc(f))
+}
+
+func runCleanups() {
+	cleanups.Lock()
+	fns := slices.Clone(cleanups.fns)
+	cleanups.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
+}
+
+// execOnCore0 replaces this process by the command, pinned to core 0: the mask of
+// the thread that calls exec is the new program's, and its threads inherit it.
+func execOnCore0(args []string) error {
+	if len(args) == 0 {
+		return errors.New("-exec-on-core0: no command")
+	}
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(0)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("pin to core 0: %w", err)
+	}
+	return syscall.Exec(args[0], args, os.Environ())
 }
 
 func run(o options) error {
@@ -117,7 +191,7 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
+		atCleanup(func() { os.RemoveAll(dir) })
 		o.certFile = filepath.Join(dir, "mock.pem")
 		if err := os.WriteFile(o.certFile, certPEM, 0o644); err != nil {
 			return err
@@ -130,7 +204,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer mk.Close()
+	atCleanup(func() { mk.Close() })
 
 	bin := o.bin
 	if bin == "" && !o.floor {
@@ -138,7 +212,7 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
+		atCleanup(func() { os.RemoveAll(dir) })
 		bin = filepath.Join(dir, "ralf")
 		fmt.Fprintln(os.Stderr, "building ralf ...")
 		cmd := exec.Command("go", "build", "-o", bin, "./cmd/ralf")
@@ -151,7 +225,6 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer g.stop()
 
 	key := ""
 	if o.auth {
@@ -160,8 +233,8 @@ func run(o options) error {
 	direct := target{name: "direct to mock", url: mk.URL() + "/v1/chat/completions", openai: true}
 	via := target{name: "through ralf", url: g.url + o.path, key: key, openai: o.path != "/chat"}
 
-	fmt.Printf("ralf-bench: %d-chunk streams, %s per scenario, GOMAXPROCS=%d, %d CPUs, ralf pinned to core 0: %v, auth+rate limit: %v, endpoint %s, upstream %s\n\n",
-		o.chunks, o.duration, runtime.GOMAXPROCS(0), ncpu, ncpu >= 2, o.auth, o.path, mk.URL())
+	fmt.Printf("ralf-bench: %d-chunk streams, %s per scenario (after %s of warm-up), %d CPUs, ralf pinned to core 0 with GOMAXPROCS=1: %v, auth+rate limit: %v, endpoint %s, upstream %s\n\n",
+		o.chunks, o.duration, o.warmup, ncpu, ncpu >= 2, o.auth, o.path, mk.URL())
 	if o.soak > 0 {
 		return soak(o, via, g)
 	}
@@ -177,18 +250,22 @@ func run(o options) error {
 	if o.floor {
 		name = "floor"
 	}
+	failed := 0
 	for _, sc := range scenarios {
 		var ratio, cpus, ttfb50, ttfb99 []float64
 		for round := 0; round < max(1, o.repeat); round++ {
-			d := drive(direct, sc, o)
-			cpu0 := g.cpu()
-			v := drive(via, sc, o)
-			cpu := g.cpu() - cpu0
-			d.print("direct  " + sc.String())
-			v.cpuPerReq = time.Duration(0)
-			if v.ok > 0 {
-				v.cpuPerReq = cpu / time.Duration(v.ok+v.errors)
+			d := drive(direct, sc, o, nil)
+			v := drive(via, sc, o, g.cpu)
+			if err := g.exited(); err != nil {
+				return fmt.Errorf("%s exited during the run: %v", name, err)
 			}
+			d.print("direct  " + sc.String())
+			if v.ok > 0 {
+				// The CPU of the measured period only (not the warm-up's), over the
+				// streams it completed.
+				v.cpuPerReq = v.cpu / time.Duration(v.ok)
+			}
+			failed += v.errors
 			v.rss = g.peakRSS()
 			v.print(fmt.Sprintf("%-8s%s", name, sc))
 			r, t50, t90, t99 := 100*v.rps/d.rps, ms(v.ttfb.p(50)-d.ttfb.p(50)), ms(v.ttfb.p(90)-d.ttfb.p(90)), ms(v.ttfb.p(99)-d.ttfb.p(99))
@@ -202,6 +279,9 @@ func run(o options) error {
 			fmt.Printf("  %s, median of %d rounds (range): %s vs direct %s%%, cpu/req %sµs, ttfb p50 %sms, ttfb p99 %sms\n\n",
 				sc, o.repeat, name, spread(ratio, "%.1f"), spread(cpus, "%.0f"), spread(ttfb50, "%+.2f"), spread(ttfb99, "%+.2f"))
 		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d requests through %s failed (see \"first error\" above): the figures do not hold", failed, name)
 	}
 	return nil
 }
@@ -221,9 +301,24 @@ func spread(xs []float64, format string) string {
 const benchKey = "sk_bench_0123456789abcdef0123456789abcdef"
 
 type gateway struct {
-	cmd *exec.Cmd
-	url string
-	dir string
+	cmd  *exec.Cmd
+	url  string
+	dir  string
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit status, once done
+}
+
+// exited returns the exit status if ralf has exited, else nil.
+func (g *gateway) exited() error {
+	select {
+	case <-g.done:
+		if g.err == nil {
+			return errors.New("exit status 0")
+		}
+		return g.err
+	default:
+		return nil
+	}
 }
 
 func startGateway(bin, mockURL string, o options, pin bool) (*gateway, error) {
@@ -231,6 +326,7 @@ func startGateway(bin, mockURL string, o options, pin bool) (*gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	atCleanup(func() { os.RemoveAll(dir) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -259,14 +355,21 @@ store: memory://
 		}
 		args = []string{self, "-serve-floor", fmt.Sprintf("127.0.0.1:%d", port), "-upstream", mockURL}
 	}
-	name := args[0]
+	name, what := args[0], "ralf"
+	if o.floor {
+		what = "the bare proxy"
+	}
 	if pin {
-		if ts, err := exec.LookPath("taskset"); err == nil {
-			name, args = ts, append([]string{"taskset", "-c", "0"}, args...)
+		// Through this program, pinned to core 0, exec'ing into ralf (same pid).
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
 		}
+		name, args = self, append([]string{self, "-exec-on-core0", "--"}, args...)
 	}
 	cmd := exec.Command(name, args[1:]...)
 	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // ralf never outlives the bench
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	if o.certFile != "" {
 		cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+o.certFile) // Go's roots on Linux: the mock's certificate
@@ -279,8 +382,10 @@ store: memory://
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	g := &gateway{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), dir: dir}
-	for i := 0; i < 100; i++ {
+	g := &gateway{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), dir: dir, done: make(chan struct{})}
+	go func() { g.err = cmd.Wait(); close(g.done) }()
+	atCleanup(g.stop)
+	for i := 0; i < 100 && g.exited() == nil; i++ {
 		if res, err := http.Get(g.url + "/health"); err == nil {
 			res.Body.Close()
 			return g, nil
@@ -288,20 +393,21 @@ store: memory://
 		time.Sleep(100 * time.Millisecond)
 	}
 	g.stop()
-	return nil, errors.New("ralf did not start; see " + logf.Name())
+	log, _ := os.ReadFile(logf.Name())
+	if len(log) > 2000 {
+		log = log[len(log)-2000:]
+	}
+	return nil, fmt.Errorf("%s did not start (%v); its output:\n%s", what, g.exited(), log)
 }
 
 func (g *gateway) stop() {
 	_ = g.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = g.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-g.done:
 	case <-time.After(10 * time.Second):
 		_ = g.cmd.Process.Kill()
-		<-done
+		<-g.done
 	}
-	os.RemoveAll(g.dir)
 }
 
 // cpu is ralf's user+system CPU time so far (taskset execs ralf in place, same pid).
@@ -362,6 +468,7 @@ type result struct {
 	ok, errors int
 	rps        float64
 	ttfb, tot  durations
+	cpu        time.Duration // the target's CPU in the measured period (when measured)
 	cpuPerReq  time.Duration
 	rss        int64
 	firstErr   string
@@ -395,7 +502,8 @@ func newClient(roots *x509.CertPool) *http.Client {
 }
 
 // drive runs one scenario against one target: warm-up, then the measured period.
-func drive(t target, sc scenario, o options) *result {
+// With cpu (the target's CPU time so far), it measures the CPU of that period.
+func drive(t target, sc scenario, o options, cpu func() time.Duration) *result {
 	client := newClient(o.roots)
 	defer client.CloseIdleConnections()
 	body := []byte(`{"model":"auto","stream":true,"messages":[{"role":"user","content":"Benchmark me"}]}`)
@@ -464,9 +572,23 @@ func drive(t target, sc scenario, o options) *result {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.warmup+o.duration)
 	defer cancel()
+	cpuStart, cpuEnd := make(chan time.Duration, 1), make(chan time.Duration, 1)
 	go func() {
 		time.Sleep(o.warmup)
+		var c time.Duration
+		if cpu != nil {
+			c = cpu()
+		}
 		measuring.Store(true)
+		cpuStart <- c
+	}()
+	go func() {
+		<-ctx.Done()
+		var c time.Duration
+		if cpu != nil {
+			c = cpu()
+		}
+		cpuEnd <- c
 	}()
 	var wg sync.WaitGroup
 	if sc.rate > 0 {
@@ -519,6 +641,8 @@ func drive(t target, sc scenario, o options) *result {
 		}
 	}
 	wg.Wait()
+	end := <-cpuEnd
+	r.cpu = end - <-cpuStart
 	sort.Slice(r.ttfb, func(i, j int) bool { return r.ttfb[i] < r.ttfb[j] })
 	sort.Slice(r.tot, func(i, j int) bool { return r.tot[i] < r.tot[j] })
 	r.rps = float64(r.ok) / o.duration.Seconds()
@@ -530,15 +654,22 @@ func drive(t target, sc scenario, o options) *result {
 func soak(o options, t target, g *gateway) error {
 	fmt.Printf("soak: %d req/s for %s through ralf\n%8s %10s %10s %8s\n", o.rate, o.soak, "elapsed", "RSS", "goroutines", "errors")
 	oo := o
-	oo.duration, oo.warmup = 30*time.Second, 0
+	oo.warmup = 0
 	start := time.Now()
 	var streams, errs int
 	for time.Since(start) < o.soak {
-		r := drive(t, scenario{rate: o.rate}, oo)
+		oo.duration = min(30*time.Second, o.soak-time.Since(start)) // a sample every 30 s, and none past the end
+		r := drive(t, scenario{rate: o.rate}, oo, nil)
+		if err := g.exited(); err != nil {
+			return fmt.Errorf("ralf exited during the soak: %v", err)
+		}
 		streams, errs = streams+r.ok, errs+r.errors
 		fmt.Printf("%8s %9.1fMB %10d %8d\n", time.Since(start).Round(time.Second), float64(g.status("VmRSS"))/(1<<20), goroutines(g.url), r.errors)
 	}
 	fmt.Printf("soak: %d streams completed, %d errors, peak RSS %.1fMB\n", streams, errs, float64(g.peakRSS())/(1<<20))
+	if errs > 0 {
+		return fmt.Errorf("%d requests failed during the soak", errs)
+	}
 	return nil
 }
 

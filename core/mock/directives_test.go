@@ -142,6 +142,16 @@ func TestBadDirectivesAre400(t *testing.T) {
 	}
 }
 
+// TestEveryXMockHeaderCounts: a second X-Mock header is read too, so its directives
+// apply and its typos are caught.
+func TestEveryXMockHeaderCounts(t *testing.T) {
+	e := newEnv(t, Options{})
+	a := e.post("/v1/chat/completions", oaReq("mock", true, false, "Hi"), "X-Mock", "chunks=2", "X-Mock", "status=503")
+	checkOpenAIError(t, a, 503, "server_error", "injected status")
+	a = e.post("/v1/chat/completions", oaReq("mock", true, false, "Hi"), "X-Mock", "chunks=2", "X-Mock", "bogus")
+	checkOpenAIError(t, a, 400, "invalid_request_error", "mock directive")
+}
+
 // TestOpenAIStreamFaults asserts the exact bytes of each mid-stream fault, built from
 // the events of the same stream without the fault.
 func TestOpenAIStreamFaults(t *testing.T) {
@@ -339,11 +349,11 @@ func TestFixtureDirective(t *testing.T) {
 		})
 	}
 	t.Run("missing file", func(t *testing.T) {
-		checkOpenAIError(t, e.post("/v1/chat/completions", oaReq("m+fixture=nope.sse", true, false, "Hi")), 404, "invalid_request_error", "nope.sse")
+		checkOpenAIError(t, e.post("/v1/chat/completions", oaReq("m+fixture=nope.sse", true, false, "Hi")), 400, "invalid_request_error", "nope.sse")
 	})
 	t.Run("no fixture directory", func(t *testing.T) {
 		e := newEnv(t, Options{})
-		checkOpenAIError(t, e.post("/v1/chat/completions", oaReq("m+fixture=openai_stream_usage.sse", true, false, "Hi")), 404, "invalid_request_error", "no fixture directory")
+		checkOpenAIError(t, e.post("/v1/chat/completions", oaReq("m+fixture=openai_stream_usage.sse", true, false, "Hi")), 400, "invalid_request_error", "no fixture directory")
 	})
 	t.Run("no path escape", func(t *testing.T) {
 		checkOpenAIError(t, e.post("/v1/chat/completions", oaReq("m", true, false, "Hi"), "X-Mock", "fixture=../SOURCES.md"), 400, "invalid_request_error", "fixture")

@@ -64,7 +64,7 @@ func (e *env) do(ctx context.Context, method, path, body string, hdr ...string) 
 	}
 	req.Header.Set("Content-Type", "application/json")
 	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
+		req.Header.Add(hdr[i], hdr[i+1])
 	}
 	res, err := e.client.Do(req)
 	if err != nil {

@@ -234,7 +234,8 @@ func (h *Handler) serveChat(w http.ResponseWriter, r *http.Request, d dialect) {
 		writeErr(w, d, http.StatusBadRequest, err.Error(), "")
 		return
 	}
-	p, err := parsePlan(rq.model, r.Header.Get("X-Mock"), h.opts.Chunks)
+	// Every X-Mock header counts: a second one must not pass unnoticed.
+	p, err := parsePlan(rq.model, strings.Join(r.Header.Values("X-Mock"), ","), h.opts.Chunks)
 	if err != nil {
 		h.log.Debug("bad directive", zap.String("path", r.URL.Path), zap.Error(err))
 		writeErr(w, d, http.StatusBadRequest, err.Error(), "")
@@ -388,7 +389,7 @@ func (h *Handler) serveFixture(ctx context.Context, w http.ResponseWriter, d dia
 	data, err := h.fixture(p.fixture)
 	if err != nil {
 		h.log.Debug("fixture", zap.String("fixture", p.fixture), zap.Error(err))
-		writeErr(w, d, http.StatusNotFound, err.Error(), "")
+		writeErr(w, d, http.StatusBadRequest, err.Error(), "") // a bad value of a directive, as any other
 		return
 	}
 	hdr := w.Header()

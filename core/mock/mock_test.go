@@ -454,3 +454,15 @@ func TestTooLargeBody(t *testing.T) {
 		}
 	}
 }
+
+// TestLongAnswersAreNotCached: the answer cache keeps usual answers, not long ones,
+// so clients asking for chunks=100000 cannot make the mock hold gigabytes.
+func TestLongAnswersAreNotCached(t *testing.T) {
+	var c answerCache
+	rq := req{model: "m", lastUser: "Hi"}
+	c.get(openAI{}, &rq, 20, false)
+	c.get(openAI{}, &rq, maxCachedChunks+1, false)
+	if len(c.m) != 1 {
+		t.Fatalf("%d answers cached, want only the 20-chunk one", len(c.m))
+	}
+}

@@ -60,8 +60,12 @@ type cacheKey struct {
 }
 
 // maxCached bounds the cache; it starts over when full, which is cheap and keeps
-// memory flat for clients that never repeat themselves.
-const maxCached = 1024
+// memory flat for clients that never repeat themselves. Answers of more than
+// maxCachedChunks are not kept: 1024 of chunks=100000 would be gigabytes.
+const (
+	maxCached       = 1024
+	maxCachedChunks = 1000
+)
 
 type answerCache struct {
 	mu sync.RWMutex
@@ -92,6 +96,9 @@ func (c *answerCache) get(d dialect, rq *req, chunks int, reasoning bool) *encod
 	e.chunks = make([][]byte, len(e.texts))
 	for i, t := range e.texts {
 		e.chunks[i] = d.chunk(nil, rq, t)
+	}
+	if chunks > maxCachedChunks {
+		return e
 	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCached {
