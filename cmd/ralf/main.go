@@ -139,7 +139,7 @@ func configFlag(name string, args []string, stderr io.Writer) (string, *flag.Fla
 }
 
 func loadOptions() config.Options {
-	return config.Options{KnownDialect: llm.Known, KnownStore: store.Known}
+	return config.Options{KnownDialect: llm.Known, KnownStore: store.Known, CheckProvider: gateway.CheckProvider}
 }
 
 // loadConfig loads .env then the file.
@@ -155,10 +155,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(path)
-	if err == nil {
-		err = gateway.Check(cfg)
-	}
+	cfg, err := loadConfig(path) // the dialects' checks too (loadOptions)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: invalid\n", path)
 		printErrors(stderr, err)

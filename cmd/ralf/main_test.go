@@ -404,6 +404,17 @@ func TestCheckRunsTheDialectsChecks(t *testing.T) {
 	if !strings.Contains(errb.String(), "providers[0] (g)") || !strings.Contains(errb.String(), "generationConfig") {
 		t.Fatalf("check output:\n%s", errb.String())
 	}
+	// Reported together with the file's other errors, not after they are fixed.
+	both := filepath.Join(dir, "both.yaml")
+	os.WriteFile(both, []byte("routing: {cooldown: 3x}\nproviders:\n  - {name: g, dialect: gemini, base_url: \"http://127.0.0.1:8000/v1beta\", model: m, params: {generationConfig: 5}}\n  - {name: x, base_url: \"ftp://h\", model: m}\nstore: memory://\n"), 0o644)
+	errb.Reset()
+	if err := run(context.Background(), []string{"check", both}, &out, &errb); err == nil ||
+		!strings.Contains(errb.String(), "routing.cooldown") || !strings.Contains(errb.String(), "generationConfig") || !strings.Contains(errb.String(), "providers[1].base_url") {
+		t.Fatalf("check with several errors: %v\n%s", err, errb.String())
+	}
+	if strings.Count(errb.String(), "providers[1]") != 1 {
+		t.Fatalf("a provider with a settings error is not built on top of it:\n%s", errb.String())
+	}
 	// A disabled provider is not built, as when serving.
 	off := filepath.Join(dir, "off.yaml")
 	os.WriteFile(off, []byte("providers:\n  - {name: ok, base_url: \"http://127.0.0.1:8000/v1\", model: m}\n  - {name: g, enabled: false, dialect: gemini, base_url: \"http://127.0.0.1:8000/v1beta\", model: m, params: {generationConfig: 5}}\nstore: memory://\n"), 0o644)

@@ -70,6 +70,12 @@ func TestAdminHandler(t *testing.T) {
 			t.Errorf("listed key lacks %q: %v", f, listed.Keys[0])
 		}
 	}
+	// Times as the seeds wrote them (JavaScript's toISOString): UTC, milliseconds.
+	for _, f := range []string{"createdAt", "lastUsed"} {
+		if v, _ := listed.Keys[0][f].(string); !isoMillis.MatchString(v) {
+			t.Errorf("%s = %v, want like 2026-11-23T03:17:49.123Z", f, listed.Keys[0][f])
+		}
+	}
 	if got := listed.Keys[0]["requestCount"]; got != float64(1) {
 		t.Errorf("requestCount = %v, want 1 (the authentication above)", got)
 	}

@@ -26,6 +26,10 @@ type Options struct {
 	KnownDialect func(string) bool
 	// KnownStore reports whether a store URL scheme is registered (nil accepts any).
 	KnownStore func(scheme string) bool
+	// CheckProvider makes the checks the provider's dialect makes when it is built
+	// (nil: none). It runs on each enabled provider whose settings have no other
+	// error, so that every error is reported at once.
+	CheckProvider func(i int, p Provider) error
 }
 
 // Load reads, parses and validates the file at path.
@@ -76,12 +80,32 @@ func Parse(data []byte, opts Options) (*Config, error) {
 	d.providerKeys(raw, c)
 	d.seedEnv(c)
 	c.validate(d, opts)
+	if opts.CheckProvider != nil {
+		d.checkProviders(c, opts.CheckProvider)
+	}
 	if len(d.errs) > 0 {
 		return nil, errors.Join(d.errs...)
 	}
 	c.Hash = sha256.Sum256(data)
 	c.Warnings = d.warnings
 	return c, nil
+}
+
+// checkProviders runs check on each enabled provider that has no error yet.
+func (d *decoder) checkProviders(c *Config, check func(int, Provider) error) {
+	bad := make(map[string]bool, len(d.errs))
+	for _, err := range d.errs {
+		if i := strings.IndexAny(err.Error(), ".: "); i > 0 {
+			bad[err.Error()[:i]] = true
+		}
+	}
+	for i, p := range c.Providers {
+		if p.Enabled && !bad[fmt.Sprintf("providers[%d]", i)] {
+			if err := check(i, p); err != nil {
+				d.errs = append(d.errs, err)
+			}
+		}
+	}
 }
 
 func yamlMessage(err error) string {

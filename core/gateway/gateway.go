@@ -245,26 +245,17 @@ func newProvider(i int, pc config.Provider, clientFor func(base string) (*http.C
 	return p, nil
 }
 
-// Check makes the checks that Apply adds to config.Load, with nothing started: each
-// enabled provider is built by its dialect, which checks its settings and params. A
-// file that passes Check is one that Apply accepts (ralf check uses it).
-func Check(cfg *config.Config) error {
-	var errs []error
+// CheckProvider makes the checks provider i's dialect makes when the gateway builds
+// it (config.Options.CheckProvider).
+func CheckProvider(i int, pc config.Provider) error {
 	client := func(base string) (*http.Client, error) {
 		if _, err := hostOf(base); err != nil {
 			return nil, err
 		}
 		return &http.Client{}, nil
 	}
-	for i, pc := range cfg.Providers {
-		if !pc.Enabled {
-			continue
-		}
-		if _, err := newProvider(i, pc, client, zap.NewNop()); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	_, err := newProvider(i, pc, client, zap.NewNop())
+	return err
 }
 
 // ReloadFailed records a failed reload for /health; what serves is untouched.

@@ -5,6 +5,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -28,6 +29,24 @@ type Key struct {
 	RequestCount int64      `json:"requestCount"`
 	Enabled      bool       `json:"enabled"`
 }
+
+// MarshalJSON writes the times as JavaScript's toISOString does (UTC, milliseconds),
+// as the seed gateways did: "2026-11-23T03:17:49.123Z".
+func (k Key) MarshalJSON() ([]byte, error) {
+	type plain Key // without this method
+	v := struct {
+		plain
+		CreatedAt string  `json:"createdAt"`
+		LastUsed  *string `json:"lastUsed"`
+	}{plain: plain(k), CreatedAt: isoMillis(k.CreatedAt)}
+	if k.LastUsed != nil {
+		s := isoMillis(*k.LastUsed)
+		v.LastUsed = &s
+	}
+	return json.Marshal(v)
+}
+
+func isoMillis(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // Usage is a batch of uses of one key, flushed periodically (no write per request).
 type Usage struct {
