@@ -480,15 +480,11 @@ func obsScrape(t *testing.T, e *env, hdr ...string) map[string]*dto.MetricFamily
 	return fams
 }
 
-// obsMetric is the value of the series of family name with exactly these labels
-// among its own (other labels ignored); -1 when there is none.
-func obsMetric(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	f := fams[name]
-	if f == nil {
-		return -1
-	}
+// obsSeries is the series of family name with exactly these labels among its own
+// (other labels ignored); nil when there is none.
+func obsSeries(fams map[string]*dto.MetricFamily, name string, labels ...string) *dto.Metric {
 next:
-	for _, mt := range f.GetMetric() {
+	for _, mt := range fams[name].GetMetric() {
 		for i := 0; i+1 < len(labels); i += 2 {
 			ok := false
 			for _, lp := range mt.GetLabel() {
@@ -500,16 +496,25 @@ next:
 				continue next
 			}
 		}
-		switch {
-		case mt.GetCounter() != nil:
-			return mt.GetCounter().GetValue()
-		case mt.GetGauge() != nil:
-			return mt.GetGauge().GetValue()
-		case mt.GetHistogram() != nil:
-			return float64(mt.GetHistogram().GetSampleCount())
-		case mt.GetUntyped() != nil:
-			return mt.GetUntyped().GetValue()
-		}
+		return mt
+	}
+	return nil
+}
+
+// obsMetric is the value of that series (a histogram's sample count); -1 when there
+// is none.
+func obsMetric(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	mt := obsSeries(fams, name, labels...)
+	switch {
+	case mt == nil:
+	case mt.GetCounter() != nil:
+		return mt.GetCounter().GetValue()
+	case mt.GetGauge() != nil:
+		return mt.GetGauge().GetValue()
+	case mt.GetHistogram() != nil:
+		return float64(mt.GetHistogram().GetSampleCount())
+	case mt.GetUntyped() != nil:
+		return mt.GetUntyped().GetValue()
 	}
 	return -1
 }
@@ -1105,18 +1110,8 @@ store: memory://
 
 // obsHistSum is the sample sum of the histogram series of family name with these labels.
 func obsHistSum(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	for _, mt := range fams[name].GetMetric() {
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range mt.GetLabel() {
-				found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
-			}
-			match = match && found
-		}
-		if match {
-			return mt.GetHistogram().GetSampleSum()
-		}
+	if mt := obsSeries(fams, name, labels...); mt != nil {
+		return mt.GetHistogram().GetSampleSum()
 	}
 	return -1
 }
