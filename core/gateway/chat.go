@@ -111,14 +111,14 @@ func (s *snapshot) resolveProvider(name string) (int, *httpError) {
 // route says which providers may answer a request.
 type route struct {
 	pinned int    // ≥ 0: that provider only
-	model  string // else, if set: the providers configured with this model, in ring order
+	model  string // else, if set: the providers configured with this model, in turn (snapshot.shared)
 	// else: the whole ring
 }
 
 // resolveModel maps an OpenAI "model" to a route and a model override: "", "auto" →
 // the ring; a provider name or "name/model" → that provider (with the model
-// overridden); else the providers whose configured model is exactly that (in ring
-// order, with failover, when there are several).
+// overridden); else the providers whose configured model is exactly that (in turn,
+// with failover, when there are several).
 func (s *snapshot) resolveModel(model string) (route, string, *httpError) {
 	ring := route{pinned: -1}
 	if model == "" || model == "auto" {
