@@ -105,17 +105,25 @@ func main() {
 		}
 		o.concurrency = append(o.concurrency, n)
 	}
-	if len(o.concurrency) == 0 && o.rate <= 0 && o.soak <= 0 {
-		fmt.Fprintln(os.Stderr, "ralf-bench: nothing to run: give -concurrency or -rate")
+	if (o.soak <= 0 && len(o.concurrency) == 0 && o.rate <= 0) || (o.soak > 0 && o.rate <= 0) {
+		fmt.Fprintln(os.Stderr, "ralf-bench: nothing to run: give -concurrency or -rate (a soak needs -rate)")
 		os.Exit(2)
 	}
 	if o.bin != "" {
-		abs, err := filepath.Abs(o.bin) // ralf runs in a temp directory
+		// ralf runs in a temp directory, and is exec'd without a PATH lookup.
+		var err error
+		if strings.ContainsRune(o.bin, filepath.Separator) {
+			o.bin, err = filepath.Abs(o.bin)
+		} else {
+			o.bin, err = exec.LookPath(o.bin)
+		}
+		if err == nil {
+			o.bin, err = filepath.Abs(o.bin)
+		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "ralf-bench:", err)
+			fmt.Fprintln(os.Stderr, "ralf-bench: -ralf:", err)
 			os.Exit(2)
 		}
-		o.bin = abs
 	}
 	// Ctrl-C or a TERM: stop ralf and remove the temp files before leaving.
 	sig := make(chan os.Signal, 1)
@@ -124,7 +132,11 @@ func main() {
 		s := <-sig
 		fmt.Fprintf(os.Stderr, "\nralf-bench: %v: cleaning up\n", s)
 		runCleanups()
-		os.Exit(130)
+		code := 130
+		if n, ok := s.(syscall.Signal); ok {
+			code = 128 + int(n) // as a shell reports a death by that signal
+		}
+		os.Exit(code)
 	}()
 	err := run(o)
 	runCleanups()
@@ -256,10 +268,10 @@ func run(o options) error {
 		for round := 0; round < max(1, o.repeat); round++ {
 			d := drive(direct, sc, o, nil)
 			v := drive(via, sc, o, g.cpu)
-			if err := g.exited(); err != nil {
-				return fmt.Errorf("%s exited during the run: %v", name, err)
-			}
 			d.print("direct  " + sc.String())
+			if err := g.exited(); err != nil {
+				return fmt.Errorf("%s exited during the run (%v); the end of its output:\n%s", name, err, g.logTail())
+			}
 			if v.ok > 0 {
 				// The CPU of the measured period only (not the warm-up's), over the
 				// streams it completed.
@@ -393,11 +405,16 @@ store: memory://
 		time.Sleep(100 * time.Millisecond)
 	}
 	g.stop()
-	log, _ := os.ReadFile(logf.Name())
-	if len(log) > 2000 {
-		log = log[len(log)-2000:]
+	return nil, fmt.Errorf("%s did not start (%v); its output:\n%s", what, g.exited(), g.logTail())
+}
+
+// logTail is the end of ralf's output (its log, or a crash's traceback).
+func (g *gateway) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(g.dir, "ralf.log"))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
 	}
-	return nil, fmt.Errorf("%s did not start (%v); its output:\n%s", what, g.exited(), log)
+	return string(b)
 }
 
 func (g *gateway) stop() {
@@ -661,7 +678,7 @@ func soak(o options, t target, g *gateway) error {
 		oo.duration = min(30*time.Second, o.soak-time.Since(start)) // a sample every 30 s, and none past the end
 		r := drive(t, scenario{rate: o.rate}, oo, nil)
 		if err := g.exited(); err != nil {
-			return fmt.Errorf("ralf exited during the soak: %v", err)
+			return fmt.Errorf("ralf exited during the soak (%v); the end of its output:\n%s", err, g.logTail())
 		}
 		streams, errs = streams+r.ok, errs+r.errors
 		fmt.Printf("%8s %9.1fMB %10d %8d\n", time.Since(start).Round(time.Second), float64(g.status("VmRSS"))/(1<<20), goroutines(g.url), r.errors)

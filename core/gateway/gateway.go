@@ -240,7 +240,7 @@ func newProvider(i int, pc config.Provider, clientFor func(base string) (*http.C
 	}
 	p, err := f(pc, llm.Deps{Client: client, Logger: log.Named("provider").With(zap.String("provider", pc.Name))})
 	if err != nil {
-		return nil, fmt.Errorf("providers[%d] (%s): %w", i, pc.Name, err)
+		return nil, fmt.Errorf("providers[%d] (%s): %w", i, pc.Name, stripName(err, pc.Name)) // not "(g): g: ..."
 	}
 	return p, nil
 }

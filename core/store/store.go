@@ -33,12 +33,15 @@ type Key struct {
 // MarshalJSON writes the times as JavaScript's toISOString does (UTC, milliseconds),
 // as the seed gateways did: "2026-11-23T03:17:49.123Z".
 func (k Key) MarshalJSON() ([]byte, error) {
-	type plain Key // without this method
-	v := struct {
-		plain
-		CreatedAt string  `json:"createdAt"`
-		LastUsed  *string `json:"lastUsed"`
-	}{plain: plain(k), CreatedAt: isoMillis(k.CreatedAt)}
+	v := struct { // Key's fields in Key's order, the times as strings
+		ID           string  `json:"id"`
+		Name         string  `json:"name"`
+		Prefix       string  `json:"key"`
+		CreatedAt    string  `json:"createdAt"`
+		LastUsed     *string `json:"lastUsed"`
+		RequestCount int64   `json:"requestCount"`
+		Enabled      bool    `json:"enabled"`
+	}{k.ID, k.Name, k.Prefix, isoMillis(k.CreatedAt), nil, k.RequestCount, k.Enabled}
 	if k.LastUsed != nil {
 		s := isoMillis(*k.LastUsed)
 		v.LastUsed = &s
